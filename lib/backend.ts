@@ -1,0 +1,227 @@
+// The backend interface: what the public classes (lib/kvm.ts, vm.ts, vcpu.ts, ...) ask of a
+// KVM implementation. Two implement it: lib/native/ (the addon over the real /dev/kvm) and
+// lib/emulator/ (pure TypeScript). The contracts below are the kernel's; where a method
+// names an ioctl, it fails exactly as that ioctl does, with a KvmError (lib/errors.ts)
+// carrying the kernel's errno and the ioctl's name.
+//
+// Arguments reach a backend already checked for JS type and range by the public layer
+// (safe integers, buffers of the right length, open objects); a backend checks what the
+// kernel checks. Raw 64-bit values (registers, cap args, masks) are bigints; addresses,
+// sizes, page numbers and offsets are numbers (safe integers).
+
+import type { Arch } from './constants';
+
+/** What the host's KVM is. */
+export interface HostInfo {
+  /** 'kvm_intel' | 'kvm_amd' | 'kvm_pvm' | 'kvm_arm' | 'kvm_s390' | 'emulator' | 'unknown' */
+  flavour: string;
+  /** true when this host itself runs under a hypervisor (KVM is nested); null when unknown */
+  nested: boolean | null;
+  /** `uname -r` of the host, or the emulated kernel's version */
+  kernel: string;
+  /** one line a person can read, e.g. 'kvm_pvm (nested; no VMX/EPT/PML, shadow paging)' */
+  description: string;
+}
+
+/** struct kvm_regs (x86-64). */
+export interface Regs {
+  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint;
+  rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
+  r8: bigint; r9: bigint; r10: bigint; r11: bigint;
+  r12: bigint; r13: bigint; r14: bigint; r15: bigint;
+  rip: bigint; rflags: bigint;
+}
+
+/** struct kvm_segment. */
+export interface Segment {
+  base: bigint; limit: number; selector: number; type: number;
+  present: number; dpl: number; db: number; s: number; l: number; g: number; avl: number;
+  unusable: number;
+}
+
+/** struct kvm_dtable. */
+export interface DTable { base: bigint; limit: number }
+
+/** struct kvm_sregs (x86-64). */
+export interface Sregs {
+  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment;
+  tr: Segment; ldt: Segment;
+  gdt: DTable; idt: DTable;
+  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint;
+  efer: bigint; apicBase: bigint;
+  /** 4 u64 words (KVM_NR_INTERRUPTS bits) */
+  interruptBitmap: bigint[];
+}
+
+/** kvm_run.io, decoded: the value is the data the guest wrote (out) or the bytes at data_offset (in). */
+export interface IoExit {
+  port: number;
+  direction: 'in' | 'out';
+  /** bytes per access: 1, 2 or 4 */
+  size: number;
+  count: number;
+  /** the first access's data as a little-endian number */
+  value: number;
+}
+
+/** kvm_run.mmio, decoded. */
+export interface MmioExit {
+  physAddr: number;
+  len: number;
+  isWrite: boolean;
+  /** the bytes written (isWrite), len bytes */
+  data: number[];
+}
+
+/** What one KVM_RUN came back with. */
+export interface ExitInfo {
+  /** ExitReason (kvm_run.exit_reason); ExitReason.Intr when KVM_RUN returned EINTR (a kick) */
+  reason: number;
+  io?: IoExit;
+  mmio?: MmioExit;
+  /** KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason; KVM_EXIT_INTERNAL_ERROR: suberror */
+  detail?: bigint;
+}
+
+/** A workload for the guest harness (lib/guest/), in the form the public Workload builds. */
+export type WorkloadSpec =
+  | { kind: 'stride'; firstPage: number; pages: number; stridePages: number }
+  | { kind: 'random'; firstPage: number; spanPages: number; pagesPerEpoch: number; seed: bigint }
+  | { kind: 'counter'; page: number }
+  | { kind: 'spin' };
+
+/** Guest actions the emulator can perform where a native host would need a real guest. */
+export interface EmulatorHooks {
+  /**
+   * A guest write of `length` bytes at guest-physical `gpa`, made by vCPU `vcpuId` (logged
+   * in its ring when the ring is on) or with no vCPU context (`null`: logged in the slot's
+   * bitmap, or dropped with the kernel's warning when the ring is on without WITH_BITMAP).
+   * The bytes written are zeros unless the caller wrote guest memory first.
+   */
+  guestWrite(vcpuId: number | null, gpa: number, length?: number): void;
+  /**
+   * An s390 guest's ESSA on one page with operation request code `orc` (0..7).
+   * Returns the page's CMMA value before the operation; RangeError for orc > 7.
+   */
+  essa(gfn: number, orc: number): number;
+}
+
+/** The /dev/kvm fd (KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM). */
+export interface BackendSystem {
+  readonly backend: 'native' | 'emulator';
+  readonly arch: Arch;
+  readonly hostInfo: HostInfo;
+  /** KVM_GET_API_VERSION */
+  getApiVersion(): number;
+  /** KVM_CHECK_EXTENSION on the system fd */
+  checkExtension(cap: number): number;
+  /** KVM_GET_VCPU_MMAP_SIZE */
+  getVcpuMmapSize(): number;
+  /** KVM_CREATE_VM with machine type `type` (0) */
+  createVm(type: number): BackendVm;
+  /** Closes the fd. The public layer has closed every VM first. */
+  close(): void;
+}
+
+/** Guest RAM: an anonymous shared mapping (native) or an ArrayBuffer (emulator). */
+export interface BackendMemory {
+  /** The whole mapping, zero-copy; detached (byteLength 0) once closed. */
+  readonly buffer: ArrayBuffer;
+  readonly size: number;
+  /** Detaches `buffer`, then unmaps. Idempotent. */
+  close(): void;
+}
+
+/** One slot of KVM_SET_USER_MEMORY_REGION. memorySize 0 (memory null) deletes the slot. */
+export interface MemoryRegion {
+  /** (as_id << 16) | slot id, as the kernel takes it */
+  slot: number;
+  flags: number;
+  guestPhysAddr: number;
+  memorySize: number;
+  memory: BackendMemory | null;
+  /** offset of the slot's first byte in `memory` */
+  memoryOffset: number;
+}
+
+/** A VM fd. */
+export interface BackendVm {
+  /** KVM_CHECK_EXTENSION on the VM fd */
+  checkExtension(cap: number): number;
+  /**
+   * KVM_ENABLE_CAP (struct kvm_enable_cap { cap, flags, args[4] }); returns the ioctl's result.
+   * A ring cap that succeeds makes every later vCPU get a ring of (u32)args[0] bytes.
+   */
+  enableCap(cap: number, args: readonly [bigint, bigint, bigint, bigint], flags: number): number;
+  /** mmap(MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE) of `size` bytes (a multiple of the page size). */
+  createMemory(size: number): BackendMemory;
+  /** KVM_SET_USER_MEMORY_REGION */
+  setUserMemoryRegion(region: MemoryRegion): void;
+  /** KVM_CREATE_VCPU, then mmap of kvm_run and (if the ring is on) the ring; on x86 also sets CPUID. */
+  createVcpu(id: number): BackendVcpu;
+  /** KVM_GET_DIRTY_LOG: writes ALIGN(npages, 64) / 8 bytes of `bitmap` and nothing beyond. */
+  getDirtyLog(slot: number, bitmap: Uint8Array): void;
+  /** KVM_CLEAR_DIRTY_LOG: reads ALIGN(numPages, 64) / 8 bytes of `bitmap`; bit i is page firstPage + i. */
+  clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void;
+  /** KVM_RESET_DIRTY_RINGS, retried on EINTR; returns the number of entries reset. */
+  resetDirtyRings(): number;
+  /** KVM_SET_DEVICE_ATTR on the VM fd; `value` (u64) is passed through attr.addr when given. */
+  setDeviceAttr(group: number, attr: number, value?: bigint): void;
+  /** KVM_GET_DEVICE_ATTR on the VM fd, reading a u64 through attr.addr. */
+  getDeviceAttr(group: number, attr: number): bigint;
+  /** KVM_HAS_DEVICE_ATTR on the VM fd: true on 0, false on ENXIO, throws otherwise. */
+  hasDeviceAttr(group: number, attr: number): boolean;
+  /**
+   * KVM_S390_GET_CMMA_BITS with struct kvm_s390_cmma_log { start_gfn, count, flags, values };
+   * `values` has room for `count` bytes. Returns the struct as the kernel updated it.
+   */
+  getCmmaBits(
+    args: { startGfn: number; count: number; flags: number },
+    values: Uint8Array,
+  ): { startGfn: number; count: number; flags: number; remaining: number };
+  /** KVM_S390_SET_CMMA_BITS; `values` holds `count` bytes; mask as the kernel takes it (u64). */
+  setCmmaBits(args: { startGfn: number; count: number; flags: number; mask: bigint }, values: Uint8Array): void;
+  /** Emulator backend only. */
+  readonly emulator?: EmulatorHooks;
+  /** Closes the fd. The public layer has closed the VM's vCPUs and memories first. */
+  close(): void;
+}
+
+/** A vCPU fd with its kvm_run page and dirty ring mapped. */
+export interface BackendVcpu {
+  readonly id: number;
+  /** The kvm_run mapping (KVM_GET_VCPU_MMAP_SIZE bytes); detached once closed. */
+  readonly runBuffer: ArrayBuffer;
+  /** The dirty ring (struct kvm_dirty_gfn[]), null when the VM has no ring; detached once closed. */
+  readonly ringBuffer: ArrayBuffer | null;
+  /** KVM_RUN on the calling thread; EINTR (a kick) comes back as ExitReason.Intr, other errors throw. */
+  run(): ExitInfo;
+  /** KVM_RUN on the vCPU's own thread; the event loop keeps running. One at a time (EBUSY otherwise). */
+  runAsync(): Promise<ExitInfo>;
+  /** Makes a running (or the next) KVM_RUN return promptly with ExitReason.Intr. */
+  kick(): void;
+  getRegs(): Regs;
+  setRegs(regs: Regs): void;
+  getSregs(): Sregs;
+  setSregs(sregs: Sregs): void;
+  /**
+   * Loads a workload of the guest harness (lib/guest/): native writes page tables and code
+   * into guest-physical [0, 2 MiB) (identity-mapping every memory slot) and sets the
+   * registers; the emulator installs its model. Restarts at epoch 1.
+   */
+  load(spec: WorkloadSpec): void;
+  /**
+   * Optional batch harvest (native): from free-running index `fetch`, collect up to `max`
+   * DIRTY entries in order (acquire load of flags, copy slot and offset into
+   * slots[start + i] / offsets[start + i], release store of RESET). Returns the count.
+   */
+  harvestRing?(fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number): number;
+  /** Kicks and joins a running vCPU, detaches the buffers, unmaps, closes the fd. Idempotent. */
+  close(): void;
+}
+
+/** How openKvm() builds a backend. */
+export interface BackendOptions {
+  device?: string;
+  arch?: Arch;
+}

@@ -1,0 +1,14 @@
+// kvm-dirty: Linux KVM dirty-memory tracking (dirty ring, dirty bitmap, s390 CMMA) for
+// Node.js, on the real /dev/kvm or on a kernel-exact emulator.
+export { openKvm, hostArch, type OpenOptions, type BackendName } from './open';
+export { Kvm } from './kvm';
+export { Vm, type MemoryRegionOptions, type CmmaBits } from './vm';
+export { Vcpu, type Exit } from './vcpu';
+export { GuestMemory } from './memory';
+export { DirtyRing } from './ring';
+export { DirtyPages } from './dirty-pages';
+export { DirtyBitmap } from './bitmap';
+export { Workload, FIRST_WORKLOAD_PAGE } from './workload';
+export { KvmError, isKvmError } from './errors';
+export { Cap, ExitReason, MemFlag, PAGE_SIZE, type Arch } from './constants';
+export type { HostInfo, Regs, Sregs, Segment, DTable, IoExit, MmioExit, WorkloadSpec, EmulatorHooks } from './backend';

@@ -1,0 +1,81 @@
+import type { BackendSystem, HostInfo } from './backend';
+import { Cap, type Arch } from './constants';
+import { fail } from './errors';
+import { checkUint } from './validate';
+import { Vm } from './vm';
+
+/** The /dev/kvm handle (or the emulator's). Made by openKvm(). */
+export class Kvm {
+  /** @internal */
+  readonly _handle: BackendSystem;
+  /** Why openKvm({ backend: 'auto' }) chose the emulator; undefined otherwise. */
+  readonly fallbackReason: string | undefined;
+  readonly #vms = new Set<Vm>();
+  #closed = false;
+
+  /** @internal made by openKvm() */
+  constructor(handle: BackendSystem, fallbackReason?: string) {
+    this._handle = handle;
+    this.fallbackReason = fallbackReason;
+  }
+
+  /** 'native' (the kernel's KVM) or 'emulator'. */
+  get backend(): 'native' | 'emulator' {
+    return this._handle.backend;
+  }
+
+  get arch(): Arch {
+    return this._handle.arch;
+  }
+
+  /** The host's KVM flavour (e.g. kvm_pvm, nested), or the emulator's description. */
+  get hostInfo(): HostInfo {
+    return this._handle.hostInfo;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** KVM_GET_API_VERSION: 12 on every kernel since 2.6.22. */
+  getApiVersion(): number {
+    this.#live('KVM_GET_API_VERSION');
+    return this._handle.getApiVersion();
+  }
+
+  /** KVM_CHECK_EXTENSION: 0 if the capability is absent, else its value (e.g. the maximum ring size in bytes). */
+  checkExtension(cap: Cap | number): number {
+    this.#live('KVM_CHECK_EXTENSION');
+    return this._handle.checkExtension(checkUint('cap', cap, 0xffff_ffff));
+  }
+
+  /** KVM_GET_VCPU_MMAP_SIZE: bytes of a vCPU's kvm_run mapping (the ring is mapped apart). */
+  getVcpuMmapSize(): number {
+    this.#live('KVM_GET_VCPU_MMAP_SIZE');
+    return this._handle.getVcpuMmapSize();
+  }
+
+  /** KVM_CREATE_VM */
+  createVm(): Vm {
+    this.#live('KVM_CREATE_VM');
+    const vm = new Vm(this._handle.createVm(0), (v) => this.#vms.delete(v));
+    this.#vms.add(vm);
+    return vm;
+  }
+
+  /** Closes every VM (children first), then the device. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const vm of [...this.#vms]) vm.close();
+    this._handle.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #live(ioctl: string): void {
+    if (this.#closed) fail('EBADF', ioctl, 'the KVM handle is closed');
+  }
+}

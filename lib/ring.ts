@@ -1,0 +1,104 @@
+import { DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET, DIRTY_GFN_SIZE } from './constants';
+import { DirtyPages } from './dirty-pages';
+import { fail } from './errors';
+import { checkInstance, checkUint } from './validate';
+
+/** A native batch harvester (lib/backend.ts BackendVcpu.harvestRing). */
+export type BatchHarvest = (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
+
+const U32_PER_ENTRY = DIRTY_GFN_SIZE / 4;
+
+/**
+ * One vCPU's dirty ring: struct kvm_dirty_gfn { u32 flags; u32 slot; u64 offset }[entries],
+ * shared with the kernel (or the emulator). Entries go 0 -> DIRTY (the kernel pushed a page)
+ * -> RESET (we collected it) -> 0 (KVM_RESET_DIRTY_RINGS re-protected the page).
+ *
+ * The kernel's indexes are private, so the ring keeps its own free-running fetch index, as
+ * the selftests and QEMU do. harvest() reads each entry's flags with an acquire load and,
+ * after copying slot and offset, hands the entry back with a release store of RESET
+ * (KVM_CAP_DIRTY_LOG_RING_ACQ_REL's contract; Atomics in JS are sequentially consistent,
+ * which is stronger). It allocates nothing per entry.
+ */
+export class DirtyRing {
+  readonly entries: number;
+  #buffer: ArrayBuffer;
+  #u32: Uint32Array;
+  #fetch = 0;
+  #closed = false;
+  readonly #batch: BatchHarvest | undefined;
+
+  /** @internal built by Vcpu; `batch` is the native backend's one-call harvest, when it has one. */
+  constructor(buffer: ArrayBuffer, batch?: BatchHarvest) {
+    this.#buffer = buffer;
+    this.#u32 = new Uint32Array(buffer);
+    this.entries = buffer.byteLength / DIRTY_GFN_SIZE;
+    this.#batch = batch;
+  }
+
+  /** The mapped ring, in the kernel's layout; detached (zero length) once the vCPU is closed. */
+  get buffer(): ArrayBuffer {
+    return this.#buffer;
+  }
+
+  /** The free-running index of the next entry to collect. */
+  get fetchIndex(): number {
+    return this.#fetch;
+  }
+
+  /**
+   * Collects DIRTY entries in ring order into `out`, marking each RESET, and returns how
+   * many it took: at most `max` (default: the room left in `out`), never past `out`'s
+   * capacity. Stops at the first entry that is not DIRTY. Call vm.resetDirtyRings()
+   * afterwards to re-protect the pages, and read their contents only after that.
+   */
+  harvest(out: DirtyPages, max?: number): number {
+    if (this.#closed) fail('EBADF', undefined, 'the vCPU of this dirty ring is closed');
+    checkInstance('out', out, DirtyPages, 'a DirtyPages');
+    let limit = out.capacity - out.length;
+    if (max !== undefined) limit = Math.min(limit, checkUint('max', max));
+    if (limit === 0) return 0;
+    const n = this.#batch
+      ? this.#batch(this.#fetch, limit, out.slots, out.offsets, out.length)
+      : this.#harvestAtomics(out, limit);
+    this.#fetch = (this.#fetch + n) >>> 0;
+    out.length += n;
+    return n;
+  }
+
+  /** Entries ready to collect from the fetch index on, without collecting them. */
+  pending(): number {
+    if (this.#closed) fail('EBADF', undefined, 'the vCPU of this dirty ring is closed');
+    const u32 = this.#u32;
+    const mask = this.entries - 1;
+    let n = 0;
+    while (n < this.entries && Atomics.load(u32, ((this.#fetch + n) & mask) * U32_PER_ENTRY) === DIRTY_GFN_F_DIRTY) n++;
+    return n;
+  }
+
+  #harvestAtomics(out: DirtyPages, limit: number): number {
+    const u32 = this.#u32;
+    const mask = this.entries - 1;
+    const slots = out.slots;
+    const offsets = out.offsets;
+    let at = out.length;
+    let n = 0;
+    while (n < limit) {
+      const e = ((this.#fetch + n) & mask) * U32_PER_ENTRY;
+      // Acquire: slot and offset are valid once the kernel's flags store is seen (it wrote them before, smp_wmb()).
+      if (Atomics.load(u32, e) !== DIRTY_GFN_F_DIRTY) break;
+      slots[at] = u32[e + 1];
+      offsets[at] = u32[e + 2] + u32[e + 3] * 0x1_0000_0000;
+      // Release: the kernel may reuse the entry only after our reads of it.
+      Atomics.store(u32, e, DIRTY_GFN_F_RESET);
+      at++;
+      n++;
+    }
+    return n;
+  }
+
+  /** @internal the vCPU closed (its backend detached the buffer): every later call is EBADF. */
+  _close(): void {
+    this.#closed = true;
+    this.#u32 = new Uint32Array(0);
+  }
+}

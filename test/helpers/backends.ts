@@ -1,0 +1,75 @@
+// Which backends a test run covers, and why one is skipped.
+//
+// Every suite in test/suite/ is written once and run per backend by the *.test.ts files.
+// The emulator always runs. The native backend runs where the addon loads and /dev/kvm
+// opens; elsewhere its suites are skipped with the reason in the title, or fail when
+// KVM_REQUIRED=1 (CI on KVM runners). KVM_DIRTY_TEST_BACKENDS=native|emulator limits a run.
+import { openKvm, type Kvm, type OpenOptions } from '../../lib';
+
+export interface BackendCase {
+  name: 'native' | 'emulator';
+  /** Opens a fresh Kvm on this backend (x86_64 unless `arch` says otherwise). */
+  open(options?: Omit<OpenOptions, 'backend'>): Kvm;
+  /** Why this backend cannot run here; undefined when it can. */
+  skipReason?: string;
+}
+
+let nativeProbe: string | undefined | null = null;
+
+function nativeSkipReason(): string | undefined {
+  if (nativeProbe !== null) return nativeProbe;
+  try {
+    openKvm({ backend: 'native' }).close();
+    nativeProbe = undefined;
+  } catch (e) {
+    nativeProbe = (e as Error).message;
+  }
+  return nativeProbe;
+}
+
+export function backends(): BackendCase[] {
+  const only = process.env.KVM_DIRTY_TEST_BACKENDS;
+  const all: BackendCase[] = [
+    { name: 'native', open: (o) => openKvm({ ...o, backend: 'native' }), skipReason: nativeSkipReason() },
+    { name: 'emulator', open: (o) => openKvm({ ...o, backend: 'emulator' }) },
+  ];
+  return all.filter((b) => !only || only.split(',').includes(b.name));
+}
+
+/**
+ * Runs `suite` once per backend inside a describe block. A backend that cannot run is
+ * skipped with its reason, unless KVM_REQUIRED=1 makes that a failure.
+ */
+export function describeEachBackend(title: string, suite: (b: BackendCase) => void): void {
+  for (const b of backends()) {
+    if (b.skipReason && process.env.KVM_REQUIRED !== '1') {
+      describe.skip(`${title} [${b.name}] (skipped: ${b.skipReason})`, () => suite(b));
+    } else if (b.skipReason) {
+      describe(`${title} [${b.name}]`, () => {
+        test('backend is available (KVM_REQUIRED=1)', () => {
+          throw new Error(`native backend required but unavailable: ${b.skipReason}`);
+        });
+      });
+    } else {
+      describe(`${title} [${b.name}]`, () => suite(b));
+    }
+  }
+}
+
+/** Expects `fn` to throw a KvmError with this code (and ioctl, when given). */
+export function expectKvmError(fn: () => unknown, code: string, ioctl?: string): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (e) {
+    thrown = e;
+  }
+  expect(thrown).toBeDefined();
+  const err = thrown as { name?: string; code?: string; ioctl?: string; errno?: number; message?: string };
+  expect({ name: err.name, code: err.code, ...(ioctl ? { ioctl: err.ioctl } : {}) }).toEqual({
+    name: 'KvmError',
+    code,
+    ...(ioctl ? { ioctl } : {}),
+  });
+  expect(err.errno).toBeLessThan(0);
+}
