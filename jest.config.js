@@ -3,6 +3,7 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  // Type checking is tsc's job (npm run build, before the tests); jest only transpiles.
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'test/tsconfig.json' }] },
   // vCPU runs and property tests on a shared 2-core machine
   testTimeout: 120000,

@@ -1,0 +1,84 @@
+// vcpu.run / runAsync / kick, on both backends.
+import { ExitReason, Workload, type Kvm } from '../lib';
+import { describeEachBackend } from './helpers/backends';
+import { makeGuest } from './helpers/guest';
+
+describeEachBackend('vCPU execution', (b) => {
+  let kvm: Kvm;
+  beforeEach(() => (kvm = b.open()));
+  afterEach(() => kvm.close());
+
+  test('runAsync + kick on a spinning guest: the event loop keeps running, the run returns Intr', async () => {
+    const g = makeGuest(kvm);
+    g.vcpu.load(Workload.spin());
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const running = g.vcpu.runAsync();
+    await new Promise((r) => setTimeout(r, 200));
+    const seen = ticks;
+    g.vcpu.kick();
+    const exit = await running;
+    clearInterval(timer);
+    expect(seen).toBeGreaterThanOrEqual(5);
+    expect(exit.reason).toBe(ExitReason.Intr);
+    // The guest still spins: run it again and kick it again.
+    const again = g.vcpu.runAsync();
+    setTimeout(() => g.vcpu.kick(), 20);
+    expect((await again).reason).toBe(ExitReason.Intr);
+  });
+
+  test('runAsync of a stride workload resolves at its epoch exit', async () => {
+    const g = makeGuest(kvm, { ringBytes: 8192 });
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));
+    for (let epoch = 1; epoch <= 3; epoch++) {
+      const exit = await g.vcpu.runAsync();
+      expect(exit.reason).toBe(ExitReason.Io);
+      expect(exit.io?.value).toBe(epoch);
+    }
+    expect(g.word(607)).toBe(3n);
+  });
+
+  test('one runAsync at a time: a second is EBUSY', async () => {
+    const g = makeGuest(kvm);
+    g.vcpu.load(Workload.spin());
+    const first = g.vcpu.runAsync();
+    await expect(g.vcpu.runAsync()).rejects.toMatchObject({ code: 'EBUSY' });
+    g.vcpu.kick();
+    expect((await first).reason).toBe(ExitReason.Intr);
+  });
+
+  test('closing a vCPU during runAsync kicks and joins it; the promise settles', async () => {
+    const g = makeGuest(kvm);
+    g.vcpu.load(Workload.spin());
+    const running = g.vcpu.runAsync();
+    await new Promise((r) => setTimeout(r, 50));
+    g.vcpu.close();
+    const settled = await running.then((e) => e.reason, (e: { code: string }) => e.code);
+    expect([ExitReason.Intr, 'EBADF']).toContain(settled);
+  });
+
+  test('closing the Kvm during runAsync settles the promise', async () => {
+    const g = makeGuest(kvm);
+    g.vcpu.load(Workload.spin());
+    const running = g.vcpu.runAsync();
+    await new Promise((r) => setTimeout(r, 50));
+    kvm.close();
+    const settled = await running.then((e) => e.reason, (e: { code: string }) => e.code);
+    expect([ExitReason.Intr, 'EBADF']).toContain(settled);
+  });
+
+  test('load() needs a slot covering [0, 2 MiB); registers round-trip', () => {
+    const vm = kvm.createVm();
+    const v = vm.createVcpu(0);
+    expect(() => v.load(Workload.spin())).toThrow(RangeError);
+    expect(() => v.load({} as Workload)).toThrow(TypeError);
+    v.setRegs({ rax: 0x1234_5678_9abc_def0n, rflags: 2n });
+    const r = v.getRegs();
+    expect(r.rax).toBe(0x1234_5678_9abc_def0n);
+    expect(r.rflags).toBe(2n);
+    expect(() => v.setRegs({ rax: 'x' as unknown as bigint })).toThrow(TypeError);
+    const s = v.getSregs();
+    v.setSregs(s);
+    expect(v.getSregs().cr0).toBe(s.cr0);
+  });
+});
