@@ -1,0 +1,40 @@
+// Short versions of `npm run soak`: no fd growth, no heap growth proportional to entries
+// harvested, no lost dirty page (the guest's memory is the witness), ring and bitmap.
+import { soakEpochs, soakLifecycles, soakNoLostPages } from '../tools/soak';
+import { describeEachBackend } from './helpers/backends';
+
+describeEachBackend('soak (short)', (b) => {
+  test('200 VM lifecycles: fds flat', () => {
+    const kvm = b.open();
+    try {
+      const r = soakLifecycles(kvm, 200);
+      expect(r.fdsAfter).toBe(r.fdsBefore);
+    } finally {
+      kvm.close();
+    }
+  });
+
+  test('20,000 harvested epochs: fds flat, heap not growing with entries', () => {
+    const kvm = b.open();
+    try {
+      const r = soakEpochs(kvm, 20000);
+      expect(r.entries).toBeGreaterThanOrEqual(20000 * 16);
+      expect(r.fdsAfter).toBe(r.fdsBefore);
+      // 320,000 entries: any per-entry allocation would be tens of MiB.
+      expect(r.heapAfterMiB - r.heapBeforeMiB).toBeLessThan(4);
+    } finally {
+      kvm.close();
+    }
+  });
+
+  test.each(['ring', 'bitmap'] as const)('no lost dirty page over 50,000 page writes (%s)', (mode) => {
+    const kvm = b.open();
+    try {
+      const r = soakNoLostPages(kvm, mode, 50000);
+      expect(r.pagesChecked).toBeGreaterThanOrEqual(50000);
+      expect({ misses: r.misses, falseEntries: r.falseEntries }).toEqual({ misses: 0, falseEntries: 0 });
+    } finally {
+      kvm.close();
+    }
+  });
+});
