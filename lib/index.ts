@@ -12,3 +12,4 @@ export { Workload, FIRST_WORKLOAD_PAGE } from './workload';
 export { KvmError, isKvmError } from './errors';
 export { Cap, ExitReason, MemFlag, PAGE_SIZE, type Arch } from './constants';
 export type { HostInfo, Regs, Sregs, Segment, DTable, IoExit, MmioExit, WorkloadSpec, EmulatorHooks } from './backend';
+export { EssaOrc, S390ProgramInterruption } from './emulator/cmma';

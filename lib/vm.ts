@@ -227,6 +227,12 @@ export class Vm {
     this._handle.setDeviceAttr(checkUint('group', group, U32_MAX), checkUint('attr', attr), value === undefined ? undefined : checkU64('value', value));
   }
 
+  /** KVM_GET_DEVICE_ATTR on the VM fd (raw), reading a u64. */
+  getDeviceAttr(group: number, attr: number): bigint {
+    this.#live('KVM_GET_DEVICE_ATTR');
+    return this._handle.getDeviceAttr(checkUint('group', group, U32_MAX), checkUint('attr', attr));
+  }
+
   /** KVM_HAS_DEVICE_ATTR on the VM fd (raw): true if the kernel knows the attribute. */
   hasDeviceAttr(group: number, attr: number): boolean {
     this.#live('KVM_HAS_DEVICE_ATTR');

@@ -137,7 +137,7 @@ class PublicVm implements CmmaVm {
   getAttr(group: number, attr: number): bigint {
     if (group === S390_VM_MIGRATION && attr === S390_VM_MIGRATION_STATUS) return this.#vm.getMigrationMode() ? 1n : 0n;
     // no raw KVM_GET_DEVICE_ATTR on the public Vm yet
-    return this.#vm._handle.getDeviceAttr(group, attr);
+    return this.#vm.getDeviceAttr(group, attr);
   }
   hasAttr(group: number, attr: number): boolean {
     return this.#vm.hasDeviceAttr(group, attr);
