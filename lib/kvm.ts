@@ -1,3 +1,4 @@
+import './dispose';
 import type { BackendSystem, HostInfo } from './backend';
 import { Cap, type Arch } from './constants';
 import { fail } from './errors';

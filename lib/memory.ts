@@ -1,3 +1,4 @@
+import './dispose';
 import type { BackendMemory } from './backend';
 
 /**

@@ -1,3 +1,4 @@
+import './dispose';
 import type { BackendVcpu, ExitInfo, Regs, Sregs } from './backend';
 import { fail } from './errors';
 import { DirtyRing } from './ring';

@@ -1,3 +1,4 @@
+import './dispose';
 import type { BackendVm, EmulatorHooks } from './backend';
 import { DirtyBitmap } from './bitmap';
 import {
