@@ -150,10 +150,7 @@ function execute(kvm: Kvm, sc: Scenario): unknown[] {
           }
           break;
         case 'getLog':
-          rec('getLog', () => {
-            const s = slots.find((x) => x.id === op.slot);
-            return vm.getDirtyLog(op.slot, s ? undefined : new DirtyBitmap(64)).toArray();
-          });
+          rec('getLog', () => vm.getDirtyLog(op.slot).toArray());
           break;
         case 'clearLog':
           rec('clearLog', () => vm.clearDirtyLog(op.slot, op.first, op.num, DirtyBitmap.of(Math.max(op.num, 700), op.bits)));

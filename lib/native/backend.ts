@@ -1,0 +1,240 @@
+// The native backend: lib/backend.ts implemented over the addon (native/*.cc) on a real
+// /dev/kvm. The addon issues the ioctls and owns fds, mappings and vCPU threads; this adapter
+// adds what needs no kernel: the ring size the VM took, the memory slots load() needs, the
+// guest harness, and readable open errors.
+import type {
+  BackendMemory,
+  BackendOptions,
+  BackendSystem,
+  BackendVcpu,
+  BackendVm,
+  ExitInfo,
+  HostInfo,
+  MemoryRegion,
+  Regs,
+  Sregs,
+  WorkloadSpec,
+} from '../backend';
+import { Cap, type Arch } from '../constants';
+import { fail, isKvmError, KvmError } from '../errors';
+import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
+import { hostArch } from '../open';
+import { loadBinding, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
+import { hostInfo } from './host';
+
+const GIB = 2 ** 30;
+
+/** Opens the KVM device through the addon. Throws NativeLoadError if the addon is not built. */
+export function openNativeBackend(options: BackendOptions = {}): BackendSystem {
+  const device = options.device ?? '/dev/kvm';
+  const arch = hostArch();
+  if (arch === undefined || (options.arch !== undefined && options.arch !== arch)) {
+    throw new RangeError(`the native backend runs the host's architecture (${arch ?? process.arch}), not ${options.arch ?? process.arch}`);
+  }
+  const addon = loadBinding();
+  let system: NativeSystem;
+  try {
+    system = new addon.System(device);
+  } catch (e) {
+    throw openError(e, device);
+  }
+  return new NativeSystemBackend(system, arch, hostInfo());
+}
+
+/** The kernel's open() error with what to do about it, as the selftests' open_path_or_exit says it. */
+function openError(e: unknown, device: string): unknown {
+  if (!isKvmError(e)) return e;
+  const hint =
+    e.code === 'ENOENT' ? `${device}: Is KVM loaded and enabled?`
+    : e.code === 'EACCES' ? `no access to ${device} (kvm group?)`
+    : device;
+  const err = new KvmError(e.errno, undefined, hint, 'open');
+  Object.defineProperty(err, 'path', { value: device, enumerable: true });
+  return err;
+}
+
+class NativeSystemBackend implements BackendSystem {
+  readonly backend = 'native' as const;
+
+  constructor(
+    private readonly system: NativeSystem,
+    readonly arch: Arch,
+    readonly hostInfo: HostInfo,
+  ) {}
+
+  getApiVersion(): number {
+    return this.system.getApiVersion();
+  }
+
+  checkExtension(cap: number): number {
+    return this.system.checkExtension(cap);
+  }
+
+  getVcpuMmapSize(): number {
+    return this.system.getVcpuMmapSize();
+  }
+
+  createVm(type: number): BackendVm {
+    return new NativeVmBackend(this.system.createVm(type));
+  }
+
+  close(): void {
+    this.system.close();
+  }
+}
+
+class NativeVmBackend implements BackendVm {
+  /** Bytes of each later vCPU's ring: what a successful KVM_ENABLE_CAP of a ring cap took. */
+  #ringBytes = 0;
+  /** The memory slots as the kernel has them (for load()). */
+  readonly #slots = new Map<number, MemoryRegion>();
+
+  constructor(private readonly vm: NativeVm) {}
+
+  checkExtension(cap: number): number {
+    return this.vm.checkExtension(cap);
+  }
+
+  enableCap(cap: number, args: readonly [bigint, bigint, bigint, bigint], flags: number): number {
+    const r = this.vm.enableCap(cap, args, flags);
+    // The kernel truncates the size to u32 before checking it (kernel-semantics rule 17).
+    if (cap === Cap.DirtyLogRing || cap === Cap.DirtyLogRingAcqRel) this.#ringBytes = Number(BigInt.asUintN(32, args[0]));
+    return r;
+  }
+
+  createMemory(size: number): BackendMemory {
+    return this.vm.createMemory(size);
+  }
+
+  setUserMemoryRegion(region: MemoryRegion): void {
+    const memory = region.memory === null ? null : (region.memory as NativeMemory);
+    this.vm.setUserMemoryRegion(region.slot, region.flags, region.guestPhysAddr, region.memorySize, memory, region.memoryOffset);
+    if (region.memorySize === 0) this.#slots.delete(region.slot);
+    else this.#slots.set(region.slot, { ...region });
+  }
+
+  createVcpu(id: number): BackendVcpu {
+    return new NativeVcpuBackend(this.vm.createVcpu(id, this.#ringBytes), this.#slots);
+  }
+
+  getDirtyLog(slot: number, bitmap: Uint8Array): void {
+    this.vm.getDirtyLog(slot, bitmap);
+  }
+
+  clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void {
+    this.vm.clearDirtyLog(slot, firstPage, numPages, bitmap);
+  }
+
+  resetDirtyRings(): number {
+    return this.vm.resetDirtyRings();
+  }
+
+  setDeviceAttr(group: number, attr: number, value?: bigint): void {
+    if (value === undefined) this.vm.setDeviceAttr(group, attr);
+    else this.vm.setDeviceAttr(group, attr, value);
+  }
+
+  getDeviceAttr(group: number, attr: number): bigint {
+    return this.vm.getDeviceAttr(group, attr);
+  }
+
+  hasDeviceAttr(group: number, attr: number): boolean {
+    return this.vm.hasDeviceAttr(group, attr);
+  }
+
+  getCmmaBits(
+    args: { startGfn: number; count: number; flags: number },
+    values: Uint8Array,
+  ): { startGfn: number; count: number; flags: number; remaining: number } {
+    return this.vm.getCmmaBits(args.startGfn, args.count, args.flags, values);
+  }
+
+  setCmmaBits(args: { startGfn: number; count: number; flags: number; mask: bigint }, values: Uint8Array): void {
+    this.vm.setCmmaBits(args.startGfn, args.count, args.flags, args.mask, values);
+  }
+
+  close(): void {
+    this.vm.close();
+    this.#slots.clear();
+  }
+}
+
+class NativeVcpuBackend implements BackendVcpu {
+  readonly id: number;
+  readonly harvestRing?: (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
+
+  constructor(
+    private readonly vcpu: NativeVcpu,
+    private readonly slots: ReadonlyMap<number, MemoryRegion>,
+  ) {
+    this.id = vcpu.id;
+    if (vcpu.ringBuffer !== null) this.harvestRing = (fetch, max, s, o, start) => vcpu.harvestRing(fetch, max, s, o, start);
+  }
+
+  get runBuffer(): ArrayBuffer {
+    return this.vcpu.runBuffer;
+  }
+
+  get ringBuffer(): ArrayBuffer | null {
+    return this.vcpu.ringBuffer;
+  }
+
+  run(): ExitInfo {
+    return this.vcpu.run();
+  }
+
+  runAsync(): Promise<ExitInfo> {
+    return this.vcpu.runAsync();
+  }
+
+  kick(): void {
+    this.vcpu.kick();
+  }
+
+  getRegs(): Regs {
+    return this.vcpu.getRegs();
+  }
+
+  setRegs(regs: Regs): void {
+    this.vcpu.setRegs(regs);
+  }
+
+  getSregs(): Sregs {
+    return this.vcpu.getSregs();
+  }
+
+  setSregs(sregs: Sregs): void {
+    this.vcpu.setSregs(sregs);
+  }
+
+  /**
+   * Writes the harness (page tables identity-mapping every slot, workload code) into the
+   * slot that holds guest-physical [0, 2 MiB), then long-mode sregs and the workload's registers.
+   */
+  load(spec: WorkloadSpec): void {
+    const regs = workloadRegs(spec); // RangeError for a bad spec before anything changes
+    let harness: MemoryRegion | undefined;
+    let top = 0;
+    for (const r of this.slots.values()) {
+      if (r.memory === null) continue;
+      if (r.guestPhysAddr === 0 && r.memorySize >= HARNESS_SIZE) harness = r;
+      top = Math.max(top, r.guestPhysAddr + r.memorySize);
+    }
+    if (harness === undefined || harness.memory === null) {
+      throw new RangeError(
+        'load() needs a memory slot covering guest-physical [0, 2 MiB): the guest harness keeps its page tables and code there ' +
+          '(e.g. vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory }) with memory of at least 2 MiB)',
+      );
+    }
+    const buffer = harness.memory.buffer;
+    if (buffer.byteLength === 0) fail('EBADF', undefined, 'the memory of the slot at guest-physical 0 is closed');
+    const mapBytes = Math.min(Math.ceil(top / GIB) * GIB, MAX_MAP_BYTES);
+    installHarness(new Uint8Array(buffer, harness.memoryOffset, HARNESS_SIZE), mapBytes);
+    this.vcpu.setSregs(longModeSregs(this.vcpu.getSregs()));
+    this.vcpu.setRegs(regs);
+  }
+
+  close(): void {
+    this.vcpu.close();
+  }
+}

@@ -1,0 +1,154 @@
+// Loads the native addon (native/*.cc) and declares its raw shape. Only lib/native/backend.ts
+// uses it; everything else goes through the backend interface (lib/backend.ts).
+//
+// The addon is looked for where the two builds put it: node-gyp (build/Release, build/Debug)
+// and cmake-js (build-cmake/Release). Every path tried and the last error are kept, so
+// openKvm({ backend: 'auto' }) can say why it fell back to the emulator.
+import { constants as bufferConstants } from 'node:buffer';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import type { ExitInfo, Regs, Sregs } from '../backend';
+import { KvmError } from '../errors';
+
+/** The /dev/kvm fd. `new System(path)` opens the device (O_RDWR | O_CLOEXEC). */
+export interface NativeSystem {
+  getApiVersion(): number;
+  checkExtension(cap: number): number;
+  getVcpuMmapSize(): number;
+  createVm(type: number): NativeVm;
+  close(): void;
+}
+
+/** Guest RAM: an anonymous shared mapping; its buffers are detached once closed. */
+export interface NativeMemory {
+  /** The whole mapping; RangeError when it is larger than buffer.constants.MAX_LENGTH (4 GiB on Node 20). */
+  readonly buffer: ArrayBuffer;
+  readonly size: number;
+  /** A new ArrayBuffer over [offset, offset + length), for memories larger than one ArrayBuffer may be. */
+  view(offset: number, length: number): ArrayBuffer;
+  close(): void;
+}
+
+/** A VM fd. Arguments are already checked by the public layer; the addon checks what could fault. */
+export interface NativeVm {
+  checkExtension(cap: number): number;
+  enableCap(cap: number, args: readonly bigint[], flags: number): number;
+  createMemory(size: number): NativeMemory;
+  setUserMemoryRegion(slot: number, flags: number, guestPhysAddr: number, memorySize: number, memory: NativeMemory | null, memoryOffset: number): void;
+  /** ringBytes: the size KVM_ENABLE_CAP(DIRTY_LOG_RING*) took, 0 without a ring. */
+  createVcpu(id: number, ringBytes: number): NativeVcpu;
+  getDirtyLog(slot: number, bitmap: Uint8Array): void;
+  clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void;
+  resetDirtyRings(): number;
+  setDeviceAttr(group: number, attr: number, value?: bigint): void;
+  getDeviceAttr(group: number, attr: number): bigint;
+  hasDeviceAttr(group: number, attr: number): boolean;
+  getCmmaBits(startGfn: number, count: number, flags: number, values: Uint8Array): { startGfn: number; count: number; flags: number; remaining: number };
+  setCmmaBits(startGfn: number, count: number, flags: number, mask: bigint, values: Uint8Array): void;
+  close(): void;
+}
+
+/** A vCPU fd with kvm_run and (with the ring on) its dirty ring mapped. */
+export interface NativeVcpu {
+  readonly id: number;
+  readonly runBuffer: ArrayBuffer;
+  readonly ringBuffer: ArrayBuffer | null;
+  run(): ExitInfo;
+  runAsync(): Promise<ExitInfo>;
+  kick(): void;
+  getRegs(): Regs;
+  setRegs(regs: Regs): void;
+  getSregs(): Sregs;
+  setSregs(sregs: Sregs): void;
+  harvestRing(fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number): number;
+  close(): void;
+}
+
+/** Struct layouts and constants as the addon was compiled (tests compare them with lib/constants.ts). */
+export interface NativeLayout {
+  pageSize: number;
+  dirtyGfnSize: number;
+  dirtyGfnSlotOffset: number;
+  dirtyGfnOffsetOffset: number;
+  dirtyLogPageOffset: number;
+  kvmRunImmediateExitOffset: number;
+  kvmRunExitReasonOffset: number;
+  cmmaLogSize: number;
+  /** the real-time signal that interrupts a KVM_RUN on a vCPU thread */
+  kickSignal: number;
+}
+
+export interface NativeAddon {
+  System: new (device: string) => NativeSystem;
+  init(options: { KvmError: typeof KvmError; maxBufferLength: number }): void;
+  layout: NativeLayout;
+}
+
+/** The package root: the nearest directory above this file with kvm-dirty's package.json (lib/native or dist/lib/native). */
+function packageRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    try {
+      if (JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).name === 'kvm-dirty') return dir;
+    } catch {
+      // no package.json here: keep walking up
+    }
+    if (path.dirname(dir) === dir) return path.resolve(__dirname, '..', '..');
+  }
+}
+
+/** Where the addon may be, in the order tried. */
+export function candidatePaths(root = packageRoot()): string[] {
+  return [
+    path.join(root, 'build', 'Release', 'kvm_dirty.node'),
+    path.join(root, 'build-cmake', 'Release', 'kvm_dirty.node'),
+    path.join(root, 'build', 'Debug', 'kvm_dirty.node'),
+  ];
+}
+
+/** Why the addon did not load. */
+export class NativeLoadError extends Error {
+  readonly code = 'ERR_KVM_DIRTY_NATIVE_UNAVAILABLE';
+  /** Every path tried, with what went wrong there. */
+  readonly tried: ReadonlyArray<{ path: string; error: string }>;
+  /** The last error of require(), when a file existed but did not load. */
+  readonly lastError: Error | undefined;
+
+  constructor(tried: Array<{ path: string; error: string }>, lastError: Error | undefined) {
+    super(
+      `kvm-dirty native addon unavailable (${tried.map((t) => `${t.path}: ${t.error}`).join('; ')}); ` +
+        'build it with `npm run build:native` (node-gyp) or `npm run build:cmake`',
+    );
+    this.name = 'NativeLoadError';
+    this.tried = tried;
+    this.lastError = lastError;
+  }
+}
+
+let loaded: NativeAddon | undefined;
+let failure: NativeLoadError | undefined;
+
+/** The addon, loaded once (and initialised); throws NativeLoadError if no build loads. */
+export function loadBinding(): NativeAddon {
+  if (loaded) return loaded;
+  if (failure) throw failure;
+  const tried: Array<{ path: string; error: string }> = [];
+  let lastError: Error | undefined;
+  for (const file of candidatePaths()) {
+    if (!fs.existsSync(file)) {
+      tried.push({ path: file, error: 'not built' });
+      continue;
+    }
+    try {
+      const addon = require(file) as NativeAddon;
+      addon.init({ KvmError, maxBufferLength: bufferConstants.MAX_LENGTH });
+      loaded = addon;
+      return addon;
+    } catch (e) {
+      lastError = e instanceof Error ? e : new Error(String(e));
+      tried.push({ path: file, error: lastError.message });
+    }
+  }
+  failure = new NativeLoadError(tried, lastError);
+  throw failure;
+}

@@ -1,0 +1,79 @@
+// Module init and registration: the classes, init({ KvmError }), the layout constants tests
+// compare the emulator against, and the environment cleanup hook.
+#include <napi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "addon.h"
+#include "memory.h"
+#include "system.h"
+#include "uapi.h"
+#include "vcpu.h"
+#include "vm.h"
+
+int KickSignal();  // vcpu.cc
+
+void AddonData::Untrack(Closable* c) {
+  auto it = std::find(open.begin(), open.end(), c);
+  if (it != open.end()) open.erase(it);
+}
+
+void AddonData::CloseAll() {
+  // vCPUs first: their threads are kicked and joined before anything they use goes away.
+  Napi::HandleScope scope(env);  // closing detaches ArrayBuffers, which needs handles
+  std::vector<Closable*> order = open;
+  std::stable_sort(order.begin(), order.end(), [](Closable* a, Closable* b) { return a->kind() < b->kind(); });
+  for (Closable* c : order) c->CloseHandles();
+}
+
+// init({ KvmError, maxBufferLength }): the error class every failure is thrown as, and
+// buffer.constants.MAX_LENGTH of this Node.js.
+static Napi::Value InitAddon(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "init({ KvmError, maxBufferLength })");
+  Napi::Object options = info[0].As<Napi::Object>();
+  Napi::Value ctor = options.Get("KvmError");
+  if (!ctor.IsFunction()) throw Napi::TypeError::New(env, "init({ KvmError }): KvmError must be a class");
+  AddonData* data = AddonData::Of(env);
+  data->kvmError = Napi::Persistent(ctor.As<Napi::Function>());
+  Napi::Value max = options.Get("maxBufferLength");
+  if (max.IsNumber()) data->maxBufferLength = max.As<Napi::Number>().DoubleValue();
+  return env.Undefined();
+}
+
+static Napi::Object Layout(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE))));
+  o.Set("dirtyGfnSize", Napi::Number::New(env, sizeof(kvm_dirty_gfn)));
+  o.Set("dirtyGfnSlotOffset", Napi::Number::New(env, offsetof(kvm_dirty_gfn, slot)));
+  o.Set("dirtyGfnOffsetOffset", Napi::Number::New(env, offsetof(kvm_dirty_gfn, offset)));
+  o.Set("dirtyLogPageOffset", Napi::Number::New(env, KVM_DIRTY_LOG_PAGE_OFFSET));
+  o.Set("kvmRunImmediateExitOffset", Napi::Number::New(env, offsetof(kvm_run, immediate_exit)));
+  o.Set("kvmRunExitReasonOffset", Napi::Number::New(env, offsetof(kvm_run, exit_reason)));
+  o.Set("cmmaLogSize", Napi::Number::New(env, sizeof(kvm_s390_cmma_log)));
+  o.Set("kickSignal", Napi::Number::New(env, KickSignal()));
+  return o;
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData(env);
+  env.SetInstanceData(data);  // deleted by node-addon-api at environment teardown
+  data->systemCtor = Napi::Persistent(System::Define(env));
+  data->vmCtor = Napi::Persistent(Vm::Define(env));
+  data->memoryCtor = Napi::Persistent(Memory::Define(env));
+  data->vcpuCtor = Napi::Persistent(Vcpu::Define(env));
+  // Worker or process exit: close whatever JS left open (join vCPU threads, unmap, close fds).
+  napi_add_env_cleanup_hook(env, [](void* arg) { static_cast<AddonData*>(arg)->CloseAll(); }, data);
+
+  exports.Set("System", data->systemCtor.Value());
+  exports.Set("Vm", data->vmCtor.Value());
+  exports.Set("Memory", data->memoryCtor.Value());
+  exports.Set("Vcpu", data->vcpuCtor.Value());
+  exports.Set("init", Napi::Function::New<InitAddon>(env, "init"));
+  exports.Set("layout", Layout(env));
+  return exports;
+}
+
+NODE_API_MODULE(kvm_dirty, Init)

@@ -1,0 +1,426 @@
+#include "vcpu.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "errors.h"
+#include "uapi.h"
+
+// The signal that interrupts a KVM_RUN blocked on a vCPU thread: a real-time one, because
+// SIGUSR1 belongs to Node's inspector. Its handler does nothing; installed without SA_RESTART,
+// its only effect is that KVM_RUN returns EINTR.
+int KickSignal() { return SIGRTMIN + 2; }
+
+static void InstallKickHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(KickSignal(), &sa, nullptr);
+  });
+}
+
+// ---- registers <-> JS ----------------------------------------------------------------------
+
+static Napi::BigInt Big(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+static uint64_t U64(const Napi::Object& o, const char* key) { return ToU64(o.Get(key)); }
+static uint32_t U32(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().Uint32Value(); }
+
+#define REGS_FIELDS(X) \
+  X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) X(rip) X(rflags)
+
+static Napi::Object RegsToJs(Napi::Env env, const kvm_regs& r) {
+  Napi::Object o = Napi::Object::New(env);
+#define X(f) o.Set(#f, Big(env, r.f));
+  REGS_FIELDS(X)
+#undef X
+  return o;
+}
+
+static kvm_regs RegsFromJs(const Napi::Object& o) {
+  kvm_regs r{};
+#define X(f) r.f = U64(o, #f);
+  REGS_FIELDS(X)
+#undef X
+  return r;
+}
+
+static Napi::Object SegmentToJs(Napi::Env env, const kvm_segment& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("base", Big(env, s.base));
+  o.Set("limit", Napi::Number::New(env, s.limit));
+  o.Set("selector", Napi::Number::New(env, s.selector));
+  o.Set("type", Napi::Number::New(env, s.type));
+  o.Set("present", Napi::Number::New(env, s.present));
+  o.Set("dpl", Napi::Number::New(env, s.dpl));
+  o.Set("db", Napi::Number::New(env, s.db));
+  o.Set("s", Napi::Number::New(env, s.s));
+  o.Set("l", Napi::Number::New(env, s.l));
+  o.Set("g", Napi::Number::New(env, s.g));
+  o.Set("avl", Napi::Number::New(env, s.avl));
+  o.Set("unusable", Napi::Number::New(env, s.unusable));
+  return o;
+}
+
+static kvm_segment SegmentFromJs(const Napi::Object& o) {
+  kvm_segment s{};
+  s.base = U64(o, "base");
+  s.limit = U32(o, "limit");
+  s.selector = static_cast<uint16_t>(U32(o, "selector"));
+  s.type = static_cast<uint8_t>(U32(o, "type"));
+  s.present = static_cast<uint8_t>(U32(o, "present"));
+  s.dpl = static_cast<uint8_t>(U32(o, "dpl"));
+  s.db = static_cast<uint8_t>(U32(o, "db"));
+  s.s = static_cast<uint8_t>(U32(o, "s"));
+  s.l = static_cast<uint8_t>(U32(o, "l"));
+  s.g = static_cast<uint8_t>(U32(o, "g"));
+  s.avl = static_cast<uint8_t>(U32(o, "avl"));
+  s.unusable = static_cast<uint8_t>(U32(o, "unusable"));
+  return s;
+}
+
+static Napi::Object DtableToJs(Napi::Env env, const kvm_dtable& d) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("base", Big(env, d.base));
+  o.Set("limit", Napi::Number::New(env, d.limit));
+  return o;
+}
+
+static kvm_dtable DtableFromJs(const Napi::Object& o) {
+  kvm_dtable d{};
+  d.base = U64(o, "base");
+  d.limit = static_cast<uint16_t>(U32(o, "limit"));
+  return d;
+}
+
+#define SEGMENTS(X) X(cs) X(ds) X(es) X(fs) X(gs) X(ss) X(tr) X(ldt)
+
+static Napi::Object SregsToJs(Napi::Env env, const kvm_sregs& s) {
+  Napi::Object o = Napi::Object::New(env);
+#define X(f) o.Set(#f, SegmentToJs(env, s.f));
+  SEGMENTS(X)
+#undef X
+  o.Set("gdt", DtableToJs(env, s.gdt));
+  o.Set("idt", DtableToJs(env, s.idt));
+  o.Set("cr0", Big(env, s.cr0));
+  o.Set("cr2", Big(env, s.cr2));
+  o.Set("cr3", Big(env, s.cr3));
+  o.Set("cr4", Big(env, s.cr4));
+  o.Set("cr8", Big(env, s.cr8));
+  o.Set("efer", Big(env, s.efer));
+  o.Set("apicBase", Big(env, s.apic_base));
+  Napi::Array bitmap = Napi::Array::New(env, 4);
+  for (uint32_t i = 0; i < 4; i++) bitmap.Set(i, Big(env, s.interrupt_bitmap[i]));
+  o.Set("interruptBitmap", bitmap);
+  return o;
+}
+
+static kvm_sregs SregsFromJs(const Napi::Object& o) {
+  kvm_sregs s{};
+#define X(f) s.f = SegmentFromJs(o.Get(#f).As<Napi::Object>());
+  SEGMENTS(X)
+#undef X
+  s.gdt = DtableFromJs(o.Get("gdt").As<Napi::Object>());
+  s.idt = DtableFromJs(o.Get("idt").As<Napi::Object>());
+  s.cr0 = U64(o, "cr0");
+  s.cr2 = U64(o, "cr2");
+  s.cr3 = U64(o, "cr3");
+  s.cr4 = U64(o, "cr4");
+  s.cr8 = U64(o, "cr8");
+  s.efer = U64(o, "efer");
+  s.apic_base = U64(o, "apicBase");
+  Napi::Array bitmap = o.Get("interruptBitmap").As<Napi::Array>();
+  for (uint32_t i = 0; i < 4 && i < bitmap.Length(); i++) s.interrupt_bitmap[i] = ToU64(bitmap.Get(i));
+  return s;
+}
+
+static Napi::Object ExitToJs(Napi::Env env, const RunResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("reason", Napi::Number::New(env, r.reason));
+  if (r.reason == KVM_EXIT_IO) {
+    Napi::Object io = Napi::Object::New(env);
+    io.Set("port", Napi::Number::New(env, r.ioPort));
+    io.Set("direction", Napi::String::New(env, r.ioDirection == KVM_EXIT_IO_OUT ? "out" : "in"));
+    io.Set("size", Napi::Number::New(env, r.ioSize));
+    io.Set("count", Napi::Number::New(env, r.ioCount));
+    io.Set("value", Napi::Number::New(env, static_cast<double>(r.ioValue)));
+    o.Set("io", io);
+  } else if (r.reason == KVM_EXIT_MMIO) {
+    Napi::Object mmio = Napi::Object::New(env);
+    mmio.Set("physAddr", Napi::Number::New(env, static_cast<double>(r.mmioPhysAddr)));
+    mmio.Set("len", Napi::Number::New(env, r.mmioLen));
+    mmio.Set("isWrite", Napi::Boolean::New(env, r.mmioIsWrite));
+    Napi::Array data = Napi::Array::New(env);
+    if (r.mmioIsWrite) {
+      for (uint32_t i = 0; i < r.mmioLen && i < 8; i++) data.Set(i, Napi::Number::New(env, r.mmioData[i]));
+    }
+    mmio.Set("data", data);
+    o.Set("mmio", mmio);
+  }
+  if (r.hasDetail) o.Set("detail", Big(env, r.detail));
+  return o;
+}
+
+// ---- the object --------------------------------------------------------------------------
+
+Napi::Function Vcpu::Define(Napi::Env env) {
+  return DefineClass(env, "Vcpu",
+                     {
+                         InstanceAccessor<&Vcpu::GetId>("id"),
+                         InstanceAccessor<&Vcpu::GetRunBuffer>("runBuffer"),
+                         InstanceAccessor<&Vcpu::GetRingBuffer>("ringBuffer"),
+                         InstanceMethod<&Vcpu::Run>("run"),
+                         InstanceMethod<&Vcpu::RunAsync>("runAsync"),
+                         InstanceMethod<&Vcpu::Kick>("kick"),
+                         InstanceMethod<&Vcpu::GetRegs>("getRegs"),
+                         InstanceMethod<&Vcpu::SetRegs>("setRegs"),
+                         InstanceMethod<&Vcpu::GetSregs>("getSregs"),
+                         InstanceMethod<&Vcpu::SetSregs>("setSregs"),
+                         InstanceMethod<&Vcpu::HarvestRing>("harvestRing"),
+                         InstanceMethod<&Vcpu::Close>("close"),
+                     });
+}
+
+Vcpu::Vcpu(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vcpu>(info), data_(AddonData::Of(info.Env())) {
+  VcpuInit* init = ConstructionToken<VcpuInit>(info);
+  fd_ = std::move(init->fd);
+  id_ = init->id;
+  run_ = std::move(init->run);
+  ring_ = std::move(init->ring);
+  vm_ = std::move(init->vm);
+  kvmRun_ = static_cast<kvm_run*>(run_->addr());
+  data_->Track(this);
+}
+
+// Collected without close(): no run is in flight (runAsync holds a strong reference), so the
+// worker is idle. Buffers JS still holds keep their mappings alive through their finalizers.
+Vcpu::~Vcpu() {
+  if (closed_) return;
+  closed_ = true;
+  StopWorker();
+  run_.reset();
+  ring_.reset();
+  fd_.reset();
+  vm_.reset();
+  data_->Untrack(this);
+}
+
+void Vcpu::CloseHandles() {
+  if (closed_) return;
+  closed_ = true;
+  StopWorker();  // kicks a running KVM_RUN and joins; its result is still delivered
+  run_->Close();
+  if (ring_) ring_->Close();
+  fd_.reset();
+  vm_.reset();
+  data_->Untrack(this);
+}
+
+void Vcpu::StopWorker() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  __atomic_store_n(&kvmRun_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  SignalKick();
+  worker_.join();
+  tsfn_.Release();  // a result already queued is still delivered, then the TSFN finalizes
+}
+
+int Vcpu::IdleFd(Napi::Env env, const char* ioctl) const {
+  if (closed_) ThrowKvmError(env, EBADF, ioctl);
+  if (running_) ThrowKvmError(env, EBUSY, ioctl, "runAsync() is in flight");
+  return fd_.get();
+}
+
+// KVM_RUN until an exit userspace must see. Runs on the JS thread (run) or the worker (runAsync).
+RunResult Vcpu::RunOnce() {
+  RunResult r;
+  for (;;) {
+    int rc = ioctl(fd_.get(), KVM_RUN, 0);  // enter the guest until it exits to userspace
+    if (rc == 0) break;
+    int err = errno;
+    if (err == EINTR) {
+      // A kick sets immediate_exit (then signals): consume it and report Intr. Any other
+      // signal: re-enter, as the selftests' vcpu_run does.
+      if (__atomic_exchange_n(&kvmRun_->immediate_exit, 0, __ATOMIC_SEQ_CST)) {
+        r.reason = KVM_EXIT_INTR;
+        return r;
+      }
+      continue;
+    }
+    r.err = err;
+    return r;
+  }
+  const kvm_run* run = kvmRun_;
+  r.reason = run->exit_reason;
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+      r.ioDirection = run->io.direction;
+      r.ioSize = run->io.size;
+      r.ioPort = run->io.port;
+      r.ioCount = run->io.count;
+      // the first access's bytes, at data_offset inside the mapping
+      if (r.ioSize <= 8 && run->io.data_offset + r.ioSize <= run_->size()) {
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(run) + run->io.data_offset;
+        for (int i = r.ioSize - 1; i >= 0; i--) r.ioValue = (r.ioValue << 8) | p[i];
+      }
+      break;
+    }
+    case KVM_EXIT_MMIO:
+      r.mmioPhysAddr = run->mmio.phys_addr;
+      r.mmioLen = run->mmio.len;
+      r.mmioIsWrite = run->mmio.is_write != 0;
+      std::memcpy(r.mmioData, run->mmio.data, sizeof r.mmioData);
+      break;
+    case KVM_EXIT_FAIL_ENTRY:
+      r.hasDetail = true;
+      r.detail = run->fail_entry.hardware_entry_failure_reason;
+      break;
+    case KVM_EXIT_INTERNAL_ERROR:
+      r.hasDetail = true;
+      r.detail = run->internal.suberror;
+      break;
+    default:
+      break;
+  }
+  return r;
+}
+
+void Vcpu::WorkerMain() {
+  // Only the kick reaches this thread; process-directed signals go to Node's threads.
+  sigset_t mask;
+  sigfillset(&mask);
+  sigdelset(&mask, KickSignal());
+  pthread_sigmask(SIG_SETMASK, &mask, nullptr);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return runRequested_ || stop_; });
+    // A run requested before a close still runs (the close's kick makes it return Intr at
+    // once), so its promise settles.
+    if (!runRequested_) return;
+    runRequested_ = false;
+    lock.unlock();
+    auto* result = new RunResult(RunOnce());
+    if (tsfn_.NonBlockingCall(result) != napi_ok) delete result;  // the environment is shutting down
+    lock.lock();
+  }
+}
+
+void Vcpu::DeliverResult(Napi::Env env, Napi::Function, Vcpu* self, RunResult* result) {
+  std::unique_ptr<RunResult> r(result);
+  if (env == nullptr) return;  // environment teardown: nobody is waiting any more
+  self->running_ = false;
+  std::unique_ptr<Napi::Promise::Deferred> deferred = std::move(self->pending_);
+  if (!self->closed_) self->tsfn_.Unref(env);
+  self->Unref();
+  if (r->err != 0) {
+    deferred->Reject(MakeKvmError(env, r->err, "KVM_RUN"));
+  } else {
+    deferred->Resolve(ExitToJs(env, *r));
+  }
+}
+
+void Vcpu::SignalKick() {
+  // pthread_kill only while the worker exists (it is joined before it ends), so the id is live.
+  if (worker_.joinable()) pthread_kill(worker_.native_handle(), KickSignal());
+}
+
+Napi::Value Vcpu::GetId(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), id_); }
+
+Napi::Value Vcpu::GetRunBuffer(const Napi::CallbackInfo& info) {
+  if (closed_) return Napi::ArrayBuffer::New(info.Env(), 0);
+  return run_->Buffer(info.Env());
+}
+
+Napi::Value Vcpu::GetRingBuffer(const Napi::CallbackInfo& info) {
+  if (!ring_) return info.Env().Null();
+  if (closed_) return Napi::ArrayBuffer::New(info.Env(), 0);
+  return ring_->Buffer(info.Env());
+}
+
+Napi::Value Vcpu::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  IdleFd(env, "KVM_RUN");
+  RunResult r = RunOnce();
+  if (r.err != 0) ThrowKvmError(env, r.err, "KVM_RUN");
+  return ExitToJs(env, r);
+}
+
+Napi::Value Vcpu::RunAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  IdleFd(env, "KVM_RUN");
+  if (!worker_.joinable()) {
+    InstallKickHandler();
+    tsfn_ = RunTsfn::New(env, "kvm-dirty:KVM_RUN", 0, 1, this);
+    tsfn_.Unref(env);  // an idle vCPU does not keep the event loop alive
+    worker_ = std::thread(&Vcpu::WorkerMain, this);
+  }
+  pending_ = std::make_unique<Napi::Promise::Deferred>(env);
+  Napi::Promise promise = pending_->Promise();
+  running_ = true;
+  Ref();               // the object outlives its run even if JS drops it
+  tsfn_.Ref(env);      // and the event loop waits for the result
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    runRequested_ = true;
+  }
+  cv_.notify_one();
+  return promise;
+}
+
+// kick(): immediate_exit makes the next (or a starting) KVM_RUN return EINTR at once; the
+// signal interrupts one already inside the guest. RunOnce() turns that EINTR into Intr and
+// clears immediate_exit.
+Napi::Value Vcpu::Kick(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closed_) ThrowKvmError(env, EBADF, nullptr);
+  __atomic_store_n(&kvmRun_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  if (running_) SignalKick();
+  return env.Undefined();
+}
+
+Napi::Value Vcpu::GetRegs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  kvm_regs regs{};
+  if (ioctl(IdleFd(env, "KVM_GET_REGS"), KVM_GET_REGS, &regs) < 0) ThrowKvmError(env, errno, "KVM_GET_REGS");  // general-purpose registers
+  return RegsToJs(env, regs);
+}
+
+Napi::Value Vcpu::SetRegs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IdleFd(env, "KVM_SET_REGS");
+  kvm_regs regs = RegsFromJs(info[0].As<Napi::Object>());
+  if (ioctl(fd, KVM_SET_REGS, &regs) < 0) ThrowKvmError(env, errno, "KVM_SET_REGS");  // general-purpose registers
+  return env.Undefined();
+}
+
+Napi::Value Vcpu::GetSregs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  kvm_sregs sregs{};
+  if (ioctl(IdleFd(env, "KVM_GET_SREGS"), KVM_GET_SREGS, &sregs) < 0) ThrowKvmError(env, errno, "KVM_GET_SREGS");  // segments, control registers, EFER
+  return SregsToJs(env, sregs);
+}
+
+Napi::Value Vcpu::SetSregs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IdleFd(env, "KVM_SET_SREGS");
+  kvm_sregs sregs = SregsFromJs(info[0].As<Napi::Object>());
+  if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0) ThrowKvmError(env, errno, "KVM_SET_SREGS");  // segments, control registers, EFER
+  return env.Undefined();
+}
+
+Napi::Value Vcpu::Close(const Napi::CallbackInfo& info) {
+  CloseHandles();
+  return info.Env().Undefined();
+}

@@ -1,0 +1,101 @@
+// Vcpu: a vCPU fd with its kvm_run page and dirty ring mapped (KVM_RUN, KVM_GET/SET_REGS,
+// KVM_GET/SET_SREGS; the ring's batch harvest is in ring.cc).
+#pragma once
+
+#include <napi.h>
+#include <linux/kvm.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "addon.h"
+#include "fd.h"
+#include "mapping.h"
+#include "vm.h"
+
+// What Vm::CreateVcpu hands to the Vcpu constructor.
+struct VcpuInit {
+  UniqueFd fd;
+  uint32_t id = 0;
+  std::shared_ptr<Mapping> run;
+  std::shared_ptr<Mapping> ring;  // null without a dirty ring
+  std::shared_ptr<VmState> vm;
+};
+
+// One KVM_RUN's outcome, copied out of kvm_run on the thread that ran it.
+struct RunResult {
+  int err = 0;  // errno of a failed KVM_RUN (EINTR that was not a kick is retried, a kick is Intr)
+  uint32_t reason = 0;
+  uint8_t ioDirection = 0, ioSize = 0;
+  uint16_t ioPort = 0;
+  uint32_t ioCount = 0;
+  uint64_t ioValue = 0;
+  uint64_t mmioPhysAddr = 0;
+  uint8_t mmioData[8] = {};
+  uint32_t mmioLen = 0;
+  bool mmioIsWrite = false;
+  bool hasDetail = false;
+  uint64_t detail = 0;
+};
+
+// dirty ring (ring.cc)
+std::shared_ptr<Mapping> MapDirtyRing(int vcpuFd, uint32_t bytes, int* err);
+uint32_t HarvestDirtyGfns(kvm_dirty_gfn* gfns, uint32_t entries, uint64_t fetch, uint32_t max, uint32_t* slots,
+                          double* offsets);
+
+class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Vcpu(const Napi::CallbackInfo& info);
+  ~Vcpu() override;
+
+  Kind kind() const override { return Kind::Vcpu; }
+  void CloseHandles() override;
+
+ private:
+  static void DeliverResult(Napi::Env env, Napi::Function, Vcpu* self, RunResult* result);
+  using RunTsfn = Napi::TypedThreadSafeFunction<Vcpu, RunResult, &Vcpu::DeliverResult>;
+
+  // EBADF when closed; EBUSY while runAsync() is in flight (the kernel would block this thread
+  // on the vCPU mutex until the guest exits).
+  int IdleFd(Napi::Env env, const char* ioctl) const;
+  RunResult RunOnce();
+  void WorkerMain();
+  void StopWorker();
+  void SignalKick();
+
+  Napi::Value GetId(const Napi::CallbackInfo& info);
+  Napi::Value GetRunBuffer(const Napi::CallbackInfo& info);
+  Napi::Value GetRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value RunAsync(const Napi::CallbackInfo& info);
+  Napi::Value Kick(const Napi::CallbackInfo& info);
+  Napi::Value GetRegs(const Napi::CallbackInfo& info);
+  Napi::Value SetRegs(const Napi::CallbackInfo& info);
+  Napi::Value GetSregs(const Napi::CallbackInfo& info);
+  Napi::Value SetSregs(const Napi::CallbackInfo& info);
+  Napi::Value HarvestRing(const Napi::CallbackInfo& info);  // ring.cc
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  AddonData* data_;
+  UniqueFd fd_;
+  uint32_t id_;
+  std::shared_ptr<Mapping> run_;
+  std::shared_ptr<Mapping> ring_;
+  std::shared_ptr<VmState> vm_;
+  kvm_run* kvmRun_;  // run_'s address; valid until CloseHandles (after the worker is joined)
+  bool closed_ = false;
+
+  // runAsync(): KVM_RUN on this vCPU's own thread, the result posted back through tsfn_.
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool runRequested_ = false;  // guarded by mu_
+  bool stop_ = false;          // guarded by mu_
+  bool running_ = false;       // JS thread: a runAsync() promise is pending
+  std::unique_ptr<Napi::Promise::Deferred> pending_;
+  RunTsfn tsfn_;
+};

@@ -1,0 +1,258 @@
+#include "vm.h"
+
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "errors.h"
+#include "memory.h"
+#include "uapi.h"
+#include "vcpu.h"
+
+VmState::~VmState() {
+  for (auto& entry : slots) entry.second.memory->Unpin();
+}
+
+void VmState::SetSlot(uint32_t slot, std::shared_ptr<Mapping> memory, uint64_t size) {
+  auto it = slots.find(slot);
+  if (it != slots.end()) {
+    it->second.memory->Unpin();
+    slots.erase(it);
+  }
+  if (size == 0 || !memory) return;
+  memory->Pin();
+  slots.emplace(slot, Slot{std::move(memory), size});
+}
+
+uint64_t ToU64(const Napi::Value& v) {
+  if (v.IsBigInt()) {
+    bool lossless;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+}
+
+Napi::Function Vm::Define(Napi::Env env) {
+  return DefineClass(env, "Vm",
+                     {
+                         InstanceMethod<&Vm::CheckExtension>("checkExtension"),
+                         InstanceMethod<&Vm::EnableCap>("enableCap"),
+                         InstanceMethod<&Vm::CreateMemory>("createMemory"),
+                         InstanceMethod<&Vm::SetUserMemoryRegion>("setUserMemoryRegion"),
+                         InstanceMethod<&Vm::CreateVcpu>("createVcpu"),
+                         InstanceMethod<&Vm::GetDirtyLog>("getDirtyLog"),
+                         InstanceMethod<&Vm::ClearDirtyLog>("clearDirtyLog"),
+                         InstanceMethod<&Vm::ResetDirtyRings>("resetDirtyRings"),
+                         InstanceMethod<&Vm::SetDeviceAttr>("setDeviceAttr"),
+                         InstanceMethod<&Vm::GetDeviceAttr>("getDeviceAttr"),
+                         InstanceMethod<&Vm::HasDeviceAttr>("hasDeviceAttr"),
+                         InstanceMethod<&Vm::GetCmmaBits>("getCmmaBits"),
+                         InstanceMethod<&Vm::SetCmmaBits>("setCmmaBits"),
+                         InstanceMethod<&Vm::Close>("close"),
+                     });
+}
+
+Vm::Vm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vm>(info), data_(AddonData::Of(info.Env())) {
+  VmInit* init = ConstructionToken<VmInit>(info);
+  fd_ = std::move(init->fd);
+  vcpuMmapSize_ = init->vcpuMmapSize;
+  cpuid_ = std::move(init->cpuid);
+  state_ = std::make_shared<VmState>();
+  data_->Track(this);
+}
+
+Vm::~Vm() { CloseHandles(); }
+
+void Vm::CloseHandles() {
+  if (!fd_.valid()) return;
+  fd_.reset();
+  state_.reset();  // the memslots go with the VM once its vCPUs are closed too
+  data_->Untrack(this);
+}
+
+int Vm::Fd(Napi::Env env, const char* ioctl) const {
+  if (!fd_.valid()) ThrowKvmError(env, EBADF, ioctl);
+  return fd_.get();
+}
+
+Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long cap = info[0].As<Napi::Number>().Int64Value();
+  int r = ioctl(Fd(env, "KVM_CHECK_EXTENSION"), KVM_CHECK_EXTENSION, cap);  // per-VM answer (may differ by VM type)
+  if (r < 0) ThrowKvmError(env, errno, "KVM_CHECK_EXTENSION");
+  return Napi::Number::New(env, r);
+}
+
+// enableCap(cap, [a0, a1, a2, a3] (bigint | number), flags) -> ioctl result
+Napi::Value Vm::EnableCap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  kvm_enable_cap cap{};
+  cap.cap = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Array args = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < 4 && i < args.Length(); i++) cap.args[i] = ToU64(args.Get(i));
+  cap.flags = info[2].As<Napi::Number>().Uint32Value();
+  int r = ioctl(Fd(env, "KVM_ENABLE_CAP"), KVM_ENABLE_CAP, &cap);  // VM-wide capability (ring size, manual protect, ...)
+  if (r < 0) ThrowKvmError(env, errno, "KVM_ENABLE_CAP");
+  return Napi::Number::New(env, r);
+}
+
+Napi::Value Vm::CreateMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env, nullptr);
+  return Memory::Create(env, info[0].As<Napi::Number>().Int64Value());
+}
+
+// setUserMemoryRegion(slot, flags, guestPhysAddr, memorySize, memory | null, memoryOffset)
+Napi::Value Vm::SetUserMemoryRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_SET_USER_MEMORY_REGION");
+  kvm_userspace_memory_region region{};
+  region.slot = info[0].As<Napi::Number>().Uint32Value();
+  region.flags = info[1].As<Napi::Number>().Uint32Value();
+  region.guest_phys_addr = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
+  region.memory_size = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
+  std::shared_ptr<Mapping> memory;
+  if (!info[4].IsNull() && !info[4].IsUndefined()) {
+    memory = Memory::MappingOf(env, info[4]);
+    uint64_t offset = static_cast<uint64_t>(info[5].As<Napi::Number>().Int64Value());
+    // The kernel trusts userspace_addr; a slot reaching past the mapping would let the guest
+    // write whatever the process maps there next.
+    if (offset > memory->size() || region.memory_size > memory->size() - offset) {
+      throw Napi::RangeError::New(env, "setUserMemoryRegion: memoryOffset + memorySize exceeds the memory's size");
+    }
+    if (memory->closed()) ThrowKvmError(env, EBADF, "KVM_SET_USER_MEMORY_REGION", "memory is closed");
+    region.userspace_addr = reinterpret_cast<uint64_t>(memory->addr()) + offset;
+  }
+  if (ioctl(fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {  // create, move, re-flag or (size 0) delete a memslot
+    ThrowKvmError(env, errno, "KVM_SET_USER_MEMORY_REGION");
+  }
+  state_->SetSlot(region.slot, std::move(memory), region.memory_size);
+  return env.Undefined();
+}
+
+// createVcpu(id, ringBytes): ringBytes is what KVM_ENABLE_CAP(DIRTY_LOG_RING*) took, 0 without a ring.
+Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_CREATE_VCPU");
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  uint32_t ringBytes = info[1].As<Napi::Number>().Uint32Value();
+  int vcpuFd = ioctl(fd, KVM_CREATE_VCPU, static_cast<unsigned long>(id));  // a new vCPU; KVM returns it O_CLOEXEC
+  if (vcpuFd < 0) ThrowKvmError(env, errno, "KVM_CREATE_VCPU");
+  VcpuInit init;
+  init.fd = UniqueFd(vcpuFd);
+  init.id = id;
+  init.vm = state_;
+  int err = 0;
+  // kvm_run (plus the PIO data page and coalesced MMIO ring) is shared with the kernel; it is
+  // where exits are reported and immediate_exit is set.
+  init.run = Mapping::Map(vcpuMmapSize_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpuFd, 0, &err);
+  if (!init.run) ThrowKvmError(env, err, nullptr, "kvm_run", "mmap");
+#if defined(__x86_64__) || defined(__i386__)
+  // A vCPU starts with an empty CPUID; without LM the kernel refuses EFER.LME in KVM_SET_SREGS.
+  if (ioctl(vcpuFd, KVM_SET_CPUID2, cpuid_->data()) < 0) ThrowKvmError(env, errno, "KVM_SET_CPUID2");
+#endif
+  if (ringBytes != 0) {
+    init.ring = MapDirtyRing(vcpuFd, ringBytes, &err);
+    if (!init.ring) ThrowKvmError(env, err, nullptr, "dirty ring", "mmap");
+  }
+  return data_->vcpuCtor.New({Napi::External<VcpuInit>::New(env, &init)});
+}
+
+// getDirtyLog(slot, bitmap: Uint8Array): the kernel writes ALIGN(npages, 64) / 8 bytes.
+Napi::Value Vm::GetDirtyLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_GET_DIRTY_LOG");
+  kvm_dirty_log log{};
+  log.slot = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Uint8Array bitmap = info[1].As<Napi::Uint8Array>();
+  auto it = state_->slots.find(log.slot);
+  if (it != state_->slots.end()) {
+    uint64_t pages = it->second.size / static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    if (bitmap.ByteLength() < (pages + 63) / 64 * 8) {
+      throw Napi::RangeError::New(env, "getDirtyLog: the bitmap is smaller than the slot's ALIGN(pages, 64) bits");
+    }
+  }
+  log.dirty_bitmap = bitmap.Data();
+  if (ioctl(fd, KVM_GET_DIRTY_LOG, &log) < 0) ThrowKvmError(env, errno, "KVM_GET_DIRTY_LOG");  // copy (and without manual protect: clear + re-protect) the slot's bitmap
+  return env.Undefined();
+}
+
+// clearDirtyLog(slot, firstPage, numPages, bitmap): the kernel reads ALIGN(numPages, 64) / 8 bytes.
+Napi::Value Vm::ClearDirtyLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_CLEAR_DIRTY_LOG");
+  kvm_clear_dirty_log clear{};
+  clear.slot = info[0].As<Napi::Number>().Uint32Value();
+  clear.first_page = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  clear.num_pages = info[2].As<Napi::Number>().Uint32Value();
+  Napi::Uint8Array bitmap = info[3].As<Napi::Uint8Array>();
+  if (bitmap.ByteLength() < (static_cast<uint64_t>(clear.num_pages) + 63) / 64 * 8) {
+    throw Napi::RangeError::New(env, "clearDirtyLog: the mask is smaller than ALIGN(numPages, 64) bits");
+  }
+  clear.dirty_bitmap = bitmap.Data();
+  if (ioctl(fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0) ThrowKvmError(env, errno, "KVM_CLEAR_DIRTY_LOG");  // clear + re-protect the masked pages
+  return env.Undefined();
+}
+
+Napi::Value Vm::ResetDirtyRings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_RESET_DIRTY_RINGS");
+  // Since v6.17 a pending signal stops the walk early and the ioctl returns the count reset so
+  // far (it cannot say it stopped), so ask again until nothing is left; -EINTR is retried too.
+  double total = 0;
+  for (;;) {
+    int r = ioctl(fd, KVM_RESET_DIRTY_RINGS, 0);  // zero every RESET-marked entry, re-protect those pages
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      ThrowKvmError(env, errno, "KVM_RESET_DIRTY_RINGS");
+    }
+    if (r == 0) break;
+    total += r;
+  }
+  return Napi::Number::New(env, total);
+}
+
+// setDeviceAttr(group, attr, value?: bigint): value (u64) is passed through attr.addr.
+Napi::Value Vm::SetDeviceAttr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_SET_DEVICE_ATTR");
+  kvm_device_attr attr{};
+  attr.group = info[0].As<Napi::Number>().Uint32Value();
+  attr.attr = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  uint64_t value = 0;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    value = ToU64(info[2]);
+    attr.addr = reinterpret_cast<uint64_t>(&value);
+  }
+  if (ioctl(fd, KVM_SET_DEVICE_ATTR, &attr) < 0) ThrowKvmError(env, errno, "KVM_SET_DEVICE_ATTR");  // VM attribute (s390: CMMA, migration)
+  return env.Undefined();
+}
+
+Napi::Value Vm::GetDeviceAttr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_GET_DEVICE_ATTR");
+  kvm_device_attr attr{};
+  attr.group = info[0].As<Napi::Number>().Uint32Value();
+  attr.attr = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  uint64_t value = 0;
+  attr.addr = reinterpret_cast<uint64_t>(&value);
+  if (ioctl(fd, KVM_GET_DEVICE_ATTR, &attr) < 0) ThrowKvmError(env, errno, "KVM_GET_DEVICE_ATTR");  // reads a u64 through attr.addr
+  return Napi::BigInt::New(env, value);
+}
+
+Napi::Value Vm::HasDeviceAttr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_HAS_DEVICE_ATTR");
+  kvm_device_attr attr{};
+  attr.group = info[0].As<Napi::Number>().Uint32Value();
+  attr.attr = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  if (ioctl(fd, KVM_HAS_DEVICE_ATTR, &attr) == 0) return Napi::Boolean::New(env, true);  // 0: supported, ENXIO: not
+  if (errno == ENXIO) return Napi::Boolean::New(env, false);
+  ThrowKvmError(env, errno, "KVM_HAS_DEVICE_ATTR");
+}
+
+Napi::Value Vm::Close(const Napi::CallbackInfo& info) {
+  CloseHandles();
+  return info.Env().Undefined();
+}

@@ -1,0 +1,77 @@
+// Vm: a VM fd (KVM_CHECK_EXTENSION, KVM_ENABLE_CAP, KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU,
+// KVM_GET/CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS, KVM_SET/GET/HAS_DEVICE_ATTR, and in cmma.cc
+// KVM_S390_GET/SET_CMMA_BITS).
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "addon.h"
+#include "fd.h"
+#include "mapping.h"
+#include "system.h"
+
+// What the kernel's memslots refer to. Shared by the Vm and its vCPUs: the guest memory of a
+// slot must stay mapped (or reserved) while any of them can still run the guest.
+struct VmState {
+  struct Slot {
+    std::shared_ptr<Mapping> memory;
+    uint64_t size;
+  };
+  // keyed by (as_id << 16) | slot id, as KVM_SET_USER_MEMORY_REGION takes it
+  std::map<uint32_t, Slot> slots;
+
+  VmState() = default;
+  VmState(const VmState&) = delete;
+  VmState& operator=(const VmState&) = delete;
+  ~VmState();
+  // Records a successful KVM_SET_USER_MEMORY_REGION (size 0 deletes).
+  void SetSlot(uint32_t slot, std::shared_ptr<Mapping> memory, uint64_t size);
+};
+
+// What System::CreateVm hands to the Vm constructor.
+struct VmInit {
+  UniqueFd fd;
+  size_t vcpuMmapSize;
+  std::shared_ptr<const CpuidTable> cpuid;
+};
+
+class Vm : public Napi::ObjectWrap<Vm>, public Closable {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Vm(const Napi::CallbackInfo& info);
+  ~Vm() override;
+
+  Kind kind() const override { return Kind::Vm; }
+  void CloseHandles() override;
+
+ private:
+  int Fd(Napi::Env env, const char* ioctl) const;
+  Napi::Value CheckExtension(const Napi::CallbackInfo& info);
+  Napi::Value EnableCap(const Napi::CallbackInfo& info);
+  Napi::Value CreateMemory(const Napi::CallbackInfo& info);
+  Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);
+  Napi::Value CreateVcpu(const Napi::CallbackInfo& info);
+  Napi::Value GetDirtyLog(const Napi::CallbackInfo& info);
+  Napi::Value ClearDirtyLog(const Napi::CallbackInfo& info);
+  Napi::Value ResetDirtyRings(const Napi::CallbackInfo& info);
+  Napi::Value SetDeviceAttr(const Napi::CallbackInfo& info);
+  Napi::Value GetDeviceAttr(const Napi::CallbackInfo& info);
+  Napi::Value HasDeviceAttr(const Napi::CallbackInfo& info);
+  // cmma.cc
+  Napi::Value GetCmmaBits(const Napi::CallbackInfo& info);
+  Napi::Value SetCmmaBits(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  AddonData* data_;
+  UniqueFd fd_;
+  size_t vcpuMmapSize_;
+  std::shared_ptr<const CpuidTable> cpuid_;
+  std::shared_ptr<VmState> state_;
+};
+
+// A JS number or bigint as the u64 the kernel takes (bigints wrap modulo 2^64: -1n is all ones).
+uint64_t ToU64(const Napi::Value& v);
