@@ -1,14 +1,41 @@
 import './dispose';
-import type { BackendVcpu, ExitInfo, Regs, Sregs } from './backend';
+import type { BackendVcpu, DTable, ExitInfo, Regs, Segment, Sregs } from './backend';
 import { fail } from './errors';
 import { DirtyRing } from './ring';
-import { checkInstance, checkObject, checkU64 } from './validate';
+import { checkInstance, checkObject, checkU64, checkUint } from './validate';
 import { Workload } from './workload';
 
 /** What vcpu.run() returned: the exit reason and, for I/O and MMIO exits, their data. */
 export type Exit = ExitInfo;
 
 const REG_NAMES = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
+
+const SEGMENTS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+const SEGMENT_BITS = { limit: 0xffff_ffff, selector: 0xffff, type: 15, present: 1, dpl: 3, db: 1, s: 1, l: 1, g: 1, avl: 1, unusable: 1 } as const;
+
+/** struct kvm_sregs from JS, every field checked (TypeError / RangeError naming it), u64s as bigints. */
+function checkSregs(value: unknown): Sregs {
+  const o = checkObject('sregs', value);
+  const segment = (name: string): Segment => {
+    const g = checkObject(`sregs.${name}`, o[name]);
+    const seg = { base: checkU64(`sregs.${name}.base`, g.base) } as Segment;
+    for (const [field, max] of Object.entries(SEGMENT_BITS)) (seg as unknown as Record<string, number>)[field] = checkUint(`sregs.${name}.${field}`, g[field], max);
+    return seg;
+  };
+  const dtable = (name: string): DTable => {
+    const t = checkObject(`sregs.${name}`, o[name]);
+    return { base: checkU64(`sregs.${name}.base`, t.base), limit: checkUint(`sregs.${name}.limit`, t.limit, 0xffff) };
+  };
+  const bitmap = o.interruptBitmap;
+  if (!Array.isArray(bitmap) || bitmap.length !== 4) throw new TypeError('sregs.interruptBitmap must be an array of 4 u64 words');
+  const out = {} as Sregs;
+  for (const name of SEGMENTS) out[name] = segment(name);
+  out.gdt = dtable('gdt');
+  out.idt = dtable('idt');
+  for (const name of ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase'] as const) out[name] = checkU64(`sregs.${name}`, o[name]);
+  out.interruptBitmap = bitmap.map((w, i) => checkU64(`sregs.interruptBitmap[${i}]`, w));
+  return out;
+}
 
 /**
  * A virtual CPU (the vCPU fd, its kvm_run page and, with the ring on, its dirty ring).
@@ -99,8 +126,7 @@ export class Vcpu {
   /** KVM_SET_SREGS (a full struct, as getSregs() returns it). */
   setSregs(sregs: Sregs): void {
     this.#live('KVM_SET_SREGS');
-    checkObject('sregs', sregs);
-    this._handle.setSregs(sregs);
+    this._handle.setSregs(checkSregs(sregs));
   }
 
   /** Kicks and joins a running vCPU, then unmaps its ring and kvm_run and closes the fd. Idempotent. */

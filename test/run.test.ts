@@ -80,5 +80,9 @@ describeEachBackend('vCPU execution', (b) => {
     const s = v.getSregs();
     v.setSregs(s);
     expect(v.getSregs().cr0).toBe(s.cr0);
+    expect(() => v.setSregs({ ...s, cs: { ...s.cs, type: 16 } })).toThrow(/sregs.cs.type/);
+    expect(() => v.setSregs({ ...s, gdt: undefined } as never)).toThrow(TypeError);
+    expect(() => v.setSregs({ ...s, interruptBitmap: [0n] })).toThrow(TypeError);
+    expect(() => v.setSregs({ ...s, cr3: -2n ** 64n } as never)).toThrow(RangeError);
   });
 });
