@@ -158,11 +158,12 @@ function execute(kvm: Kvm, sc: Scenario): unknown[] {
         case 'setLogging': {
           const s = slots.find((x) => x.id === op.slot);
           if (!s) continue;
+          const wasOn = s.flags !== 0;
           s.flags = op.on ? MemFlag.LogDirtyPages : 0;
           rec('setLogging', () => vm.setUserMemoryRegion({ slot: s.id, guestPhysAddr: s.gfn * 4096, memory: s.mem, flags: s.flags }));
-          // Logging on again write-protects the whole slot: its pages are armed. Entries still in
-          // the ring keep counting toward the soft limit, so writesSinceReset stays.
-          if (op.on) for (let p = s.gfn; p < s.gfn + s.pages; p++) unarmed.delete(p);
+          // Logging off -> on write-protects the whole slot: its pages are armed (on -> on changes
+          // nothing). Entries still in the ring keep counting toward the soft limit.
+          if (op.on && !wasOn) for (let p = s.gfn; p < s.gfn + s.pages; p++) unarmed.delete(p);
           break;
         }
         case 'lateRing':
