@@ -14,8 +14,12 @@
 //
 // Guest-physical memory (GUEST_* from bench/guest-code.h):
 //   slot 0  [0, 2 MiB)             harness: page tables + code, written by this program, not logged
-//   slot 1  [2 MiB, 2 MiB + G GiB) guest RAM, MAP_NORESERVE, KVM_MEM_LOG_DIRTY_PAGES; the K pages
-//                                  of an epoch are slot pages 0, s, 2s, ... with s = pages / K
+//   slot 1  [R, R + G GiB)         guest RAM, MAP_NORESERVE, KVM_MEM_LOG_DIRTY_PAGES; the K pages
+//                                  of an epoch are slot pages 0, s, 2s, ... with s = pages / K.
+//                                  R = --ram-gpa, default 2 MiB (right after the harness). The
+//                                  local APIC's page (gpa 0xfee00000) is MMIO even with RAM under
+//                                  it (an exit on this host), so a stride that lands there needs
+//                                  R above 4 GiB.
 //
 // Output: one JSON object per run on stdout. Every ioctl is checked; any surprise (an exit
 // other than the epoch's OUT, a harvest count other than K) ends the run with status 1.
@@ -64,6 +68,7 @@ struct options {
 	unsigned long epochs;   // 0: run for `seconds`
 	double seconds;
 	unsigned ring_entries;  // 0: chosen from k
+	uint64_t ram_gpa;       // guest-physical address of slot 1
 	const char *device;
 };
 
@@ -72,7 +77,7 @@ struct vm {
 	struct kvm_run *run;
 	size_t run_size;
 	uint8_t *harness, *guest;
-	uint64_t guest_bytes, guest_pages;
+	uint64_t ram_gpa, guest_bytes, guest_pages;
 	struct kvm_dirty_gfn *ring; // NULL without the ring
 	uint32_t ring_entries, fetch;
 	uint64_t *bitmap;           // one bit per guest page (bitmap modes)
@@ -152,7 +157,7 @@ static void set_slot(struct vm *v, uint32_t slot, uint32_t flags, uint64_t gpa, 
 static void enable_cap(int vm, uint32_t cap, uint64_t arg0)
 {
 	struct kvm_enable_cap c = { .cap = cap, .args = { arg0 } };
-	IOCTL(vm, KVM_ENABLE_CAP, &c);
+	IOCTL(vm, KVM_ENABLE_CAP, &c); // a VM-wide capability, args[0] its argument
 }
 
 static void vm_open(struct vm *v, const struct options *o)
@@ -161,9 +166,9 @@ static void vm_open(struct vm *v, const struct options *o)
 	v->kvm = open(o->device, O_RDWR | O_CLOEXEC);
 	if (v->kvm < 0)
 		die(o->device);
-	if (IOCTL(v->kvm, KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+	if (IOCTL(v->kvm, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) // the one stable KVM API
 		fail("KVM_GET_API_VERSION is not %d", KVM_API_VERSION);
-	v->vm = IOCTL(v->kvm, KVM_CREATE_VM, 0);
+	v->vm = IOCTL(v->kvm, KVM_CREATE_VM, 0); // machine type 0: a plain x86 VM
 
 	if (o->mode == MODE_RING || o->mode == MODE_HARVEST_PER_ENTRY) {
 		// Before any vCPU exists; _ACQ_REL where offered (the kernel then relies on our
@@ -171,21 +176,23 @@ static void vm_open(struct vm *v, const struct options *o)
 		uint32_t cap = IOCTL(v->vm, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0
 			? KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KVM_CAP_DIRTY_LOG_RING;
 		v->ring_entries = o->ring_entries;
+		// args[0] = ring bytes per vCPU; every vCPU created from now on gets one
 		enable_cap(v->vm, cap, (uint64_t)v->ring_entries * sizeof(struct kvm_dirty_gfn));
 	}
 	if (o->mode == MODE_BITMAP_CLEAR) // GET no longer clears; we CLEAR what we processed
 		enable_cap(v->vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
 
+	v->ram_gpa = o->ram_gpa;
 	v->guest_bytes = (uint64_t)o->guest_gib * GIB;
 	v->guest_pages = v->guest_bytes / GUEST_PAGE_SIZE;
 	v->harness = map_anonymous(GUEST_HARNESS_SIZE);
 	v->guest = map_anonymous(v->guest_bytes);
-	install_harness(v->harness, GUEST_HARNESS_SIZE + v->guest_bytes);
+	install_harness(v->harness, v->ram_gpa + v->guest_bytes);
 	set_slot(v, HARNESS_SLOT, 0, 0, GUEST_HARNESS_SIZE, v->harness);
-	set_slot(v, GUEST_SLOT, KVM_MEM_LOG_DIRTY_PAGES, GUEST_HARNESS_SIZE, v->guest_bytes, v->guest);
+	set_slot(v, GUEST_SLOT, KVM_MEM_LOG_DIRTY_PAGES, v->ram_gpa, v->guest_bytes, v->guest);
 
-	v->vcpu = IOCTL(v->vm, KVM_CREATE_VCPU, 0);
-	v->run_size = IOCTL(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	v->vcpu = IOCTL(v->vm, KVM_CREATE_VCPU, 0);              // vCPU 0, with its ring when the cap is on
+	v->run_size = IOCTL(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0); // kvm_run + PIO page (the ring is apart)
 	// kvm_run: the exit reason and the OUT's data, shared with the kernel
 	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu, 0);
 	if (v->run == MAP_FAILED)
@@ -203,7 +210,7 @@ static void vm_open(struct vm *v, const struct options *o)
 	}
 
 	struct kvm_sregs s;
-	IOCTL(v->vcpu, KVM_GET_SREGS, &s);
+	IOCTL(v->vcpu, KVM_GET_SREGS, &s); // start from the reset state (TR, LDT, APIC base stay as KVM made them)
 	struct kvm_segment cs = { .limit = 0xffffffff, .selector = GUEST_CODE_SELECTOR, .type = 11, .present = 1, .s = 1, .l = 1, .g = 1 };
 	struct kvm_segment ds = { .limit = 0xffffffff, .selector = GUEST_DATA_SELECTOR, .type = 3, .present = 1, .db = 1, .s = 1, .g = 1 };
 	s.cs = cs;
@@ -215,17 +222,17 @@ static void vm_open(struct vm *v, const struct options *o)
 	IOCTL(v->vcpu, KVM_SET_SREGS, &s); // long mode, paging on, from the first instruction
 }
 
-// Workload.stride({ firstPage: 512, pages: k, stridePages }) at epoch 1.
+// Workload.stride({ firstPage: ram_gpa / 4096, pages: k, stridePages }) at epoch 1.
 static void load_stride(struct vm *v, unsigned k, uint64_t stride_pages)
 {
 	struct kvm_regs r = { 0 };
 	r.rip = GUEST_STRIDE_GPA;
 	r.rbx = 1;                                           // epoch
-	r.rdi = GUEST_HARNESS_SIZE;                          // gpa of page 512 = slot 1, page 0
+	r.rdi = v->ram_gpa;                                  // gpa of slot 1, page 0
 	r.rsi = stride_pages * GUEST_PAGE_SIZE;              // stride in bytes
 	r.r8 = k;                                            // pages per epoch
-	r.rflags = 2;
-	IOCTL(v->vcpu, KVM_SET_REGS, &r);
+	r.rflags = 2;                                        // reserved bit 1; interrupts off
+	IOCTL(v->vcpu, KVM_SET_REGS, &r);                    // the guest starts at epoch 1 on the next KVM_RUN
 
 	v->pages_cap = k;
 	v->pages = malloc(k * sizeof(uint64_t));
@@ -241,8 +248,10 @@ static uint64_t ring_collect(struct vm *v, uint64_t n)
 		struct kvm_dirty_gfn *e = &v->ring[v->fetch & mask];
 		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
 			return n;
-		if (e->slot != GUEST_SLOT || n == v->pages_cap)
-			fail("ring entry for slot %u after %llu pages", e->slot, (unsigned long long)n);
+		if (e->slot != GUEST_SLOT)
+			fail("ring entry for slot %u, only slot %d is logged", e->slot, GUEST_SLOT);
+		if (n == v->pages_cap)
+			fail("the ring holds more than the %llu pages the guest wrote", (unsigned long long)v->pages_cap);
 		v->pages[n++] = e->offset;
 		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
 		v->fetch++;
@@ -253,7 +262,7 @@ static uint64_t ring_collect(struct vm *v, uint64_t n)
 static uint64_t harvest_ring(struct vm *v, uint64_t n)
 {
 	uint64_t got = ring_collect(v, n);
-	int reset = IOCTL(v->vm, KVM_RESET_DIRTY_RINGS, 0);
+	int reset = IOCTL(v->vm, KVM_RESET_DIRTY_RINGS, 0); // RESET entries -> 0, their pages re-protected
 	if ((uint64_t)reset != got - n)
 		fail("KVM_RESET_DIRTY_RINGS reset %d entries, %llu collected", reset, (unsigned long long)(got - n));
 	return got;
@@ -264,7 +273,7 @@ static uint64_t harvest_ring(struct vm *v, uint64_t n)
 static uint64_t harvest_bitmap(struct vm *v, int clear)
 {
 	struct kvm_dirty_log log = { .slot = GUEST_SLOT, .dirty_bitmap = v->bitmap };
-	IOCTL(v->vm, KVM_GET_DIRTY_LOG, &log);
+	IOCTL(v->vm, KVM_GET_DIRTY_LOG, &log); // ALIGN(pages, 64) / 8 bytes into bitmap
 	uint64_t n = 0, words = v->guest_pages / 64;
 	for (uint64_t w = 0; w < words; w++) {
 		for (uint64_t bits = v->bitmap[w]; bits; bits &= bits - 1) {
@@ -275,7 +284,7 @@ static uint64_t harvest_bitmap(struct vm *v, int clear)
 	}
 	if (clear) {
 		struct kvm_clear_dirty_log c = { .slot = GUEST_SLOT, .first_page = 0, .num_pages = v->guest_pages, .dirty_bitmap = v->bitmap };
-		IOCTL(v->vm, KVM_CLEAR_DIRTY_LOG, &c);
+		IOCTL(v->vm, KVM_CLEAR_DIRTY_LOG, &c); // the whole slot: num_pages ends at the slot's end
 	}
 	return n;
 }
@@ -284,7 +293,7 @@ static uint64_t harvest_bitmap(struct vm *v, int clear)
 static uint64_t run_epoch(struct vm *v, uint64_t epoch, uint64_t *harvested)
 {
 	for (;;) {
-		if (ioctl(v->vcpu, KVM_RUN, 0) < 0) {
+		if (ioctl(v->vcpu, KVM_RUN, 0) < 0) { // the guest runs until its next exit
 			if (errno == EINTR)
 				continue;
 			die("KVM_RUN");
@@ -298,6 +307,9 @@ static uint64_t run_epoch(struct vm *v, uint64_t epoch, uint64_t *harvested)
 		}
 		if (v->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL && v->ring)
 			*harvested = harvest_ring(v, *harvested);
+		else if (v->run->exit_reason == KVM_EXIT_MMIO)
+			fail("MMIO exit at gpa %#llx in epoch %llu: a stride page is not RAM here (the local APIC at 0xfee00000?"
+			     " move RAM with --ram-gpa)", (unsigned long long)v->run->mmio.phys_addr, (unsigned long long)epoch);
 		else
 			fail("unexpected exit reason %u in epoch %llu", v->run->exit_reason, (unsigned long long)epoch);
 	}
@@ -361,9 +373,10 @@ static void epoch_loop(const struct options *o)
 		     (unsigned long long)epoch);
 
 	printf("{\"mode\":\"%s\",\"guestGiB\":%u,\"k\":%u,\"epochs\":%llu,\"seconds\":%.6f,\"epochsPerSec\":%.1f,"
-	       "\"harvestNsPerEpoch\":%llu,\"pagesPerEpoch\":%u,\"ringEntries\":%u,\"runNsPerEpoch\":%llu}\n",
+	       "\"harvestNsPerEpoch\":%llu,\"pagesPerEpoch\":%u,\"ringEntries\":%u,\"runNsPerEpoch\":%llu,\"ramGpa\":%llu}\n",
 	       mode_names[o->mode], o->guest_gib, o->k, (unsigned long long)epoch, seconds, epoch / seconds,
-	       (unsigned long long)median(harvest_ns, epoch), o->k, v.ring_entries, (unsigned long long)median(run_ns, epoch));
+	       (unsigned long long)median(harvest_ns, epoch), o->k, v.ring_entries, (unsigned long long)median(run_ns, epoch),
+	       (unsigned long long)v.ram_gpa);
 }
 
 // One run fills the 1 MiB ring with k distinct pages; time the collect loop and the reset apart.
@@ -386,7 +399,7 @@ static void harvest_per_entry(const struct options *o)
 		uint64_t t0 = now_ns();
 		n = ring_collect(&v, 0);
 		uint64_t t1 = now_ns();
-		int r = IOCTL(v.vm, KVM_RESET_DIRTY_RINGS, 0);
+		int r = IOCTL(v.vm, KVM_RESET_DIRTY_RINGS, 0); // re-arm for the next repeat (timed apart)
 		uint64_t t2 = now_ns();
 		if (n != o->k || (uint64_t)r != n)
 			fail("collected %llu entries, reset %d, the guest wrote %u", (unsigned long long)n, r, o->k);
@@ -397,30 +410,33 @@ static void harvest_per_entry(const struct options *o)
 	uint64_t c = median(collect, repeats), r = median(reset, repeats);
 	printf("{\"mode\":\"%s\",\"guestGiB\":%u,\"k\":%u,\"epochs\":%lu,\"seconds\":%.6f,\"epochsPerSec\":%.1f,"
 	       "\"harvestNsPerEpoch\":%llu,\"pagesPerEpoch\":%u,\"ringEntries\":%u,\"harvestNsPerEntry\":%.2f,"
-	       "\"resetNsPerEntry\":%.2f}\n",
+	       "\"resetNsPerEntry\":%.2f,\"ramGpa\":%llu}\n",
 	       mode_names[o->mode], o->guest_gib, o->k, repeats, seconds, repeats / seconds, (unsigned long long)c, o->k,
-	       v.ring_entries, (double)c / o->k, (double)r / o->k);
+	       v.ring_entries, (double)c / o->k, (double)r / o->k, (unsigned long long)v.ram_gpa);
 }
 
 static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 		"usage: kvm-dirty-reference [--mode ring|bitmap|bitmap-clear|harvest-per-entry] [--guest-gib 1|4|16|64]\n"
-		"                           [--k PAGES] [--epochs N | --seconds S] [--ring-entries N] [--device PATH]\n"
+		"                           [--k PAGES] [--epochs N | --seconds S] [--ring-entries N] [--ram-gpa BYTES]\n"
+		"                           [--device PATH]\n"
 		"  --k        pages written per epoch (default 16); harvest-per-entry: entries in the one run\n"
 		"             (default 65000, below the 65472-entry soft limit of the 1 MiB ring)\n"
 		"  --epochs   epochs to run (harvest-per-entry: repeats, default 9); otherwise --seconds (default 2)\n"
-		"  --ring-entries  ring size in entries (default: the next power of two >= 2 * k + 64, at least 256)\n");
+		"  --ring-entries  ring size in entries (default: the next power of two >= 2 * k + 64, at least 256)\n"
+		"  --ram-gpa  guest-physical address of the RAM slot (default 2097152 = 2 MiB; a multiple of 4096,\n"
+		"             at least 2 MiB; e.g. 4294967296 to keep the stride off the local APIC's page 0xfee00000)\n");
 	exit(status);
 }
 
-static unsigned long parse_ulong(const char *s, const char *name, unsigned long min, unsigned long max)
+static unsigned long long parse_ulong(const char *s, const char *name, unsigned long long min, unsigned long long max)
 {
 	char *end;
 	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || *end || s[0] == '-' || v < min || v > max) {
-		fprintf(stderr, "kvm-dirty-reference: --%s must be an integer in [%lu, %lu]\n", name, min, max);
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || *end || !s[0] || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "kvm-dirty-reference: --%s must be an integer in [%llu, %llu]\n", name, min, max);
 		exit(2);
 	}
 	return v;
@@ -428,14 +444,15 @@ static unsigned long parse_ulong(const char *s, const char *name, unsigned long 
 
 int main(int argc, char **argv)
 {
-	struct options o = { .mode = MODE_RING, .guest_gib = 1, .seconds = 2, .device = "/dev/kvm" };
+	struct options o = { .mode = MODE_RING, .guest_gib = 1, .seconds = 2, .ram_gpa = GUEST_HARNESS_SIZE, .device = "/dev/kvm" };
 	static const struct option longopts[] = {
 		{ "mode", required_argument, 0, 'm' }, { "guest-gib", required_argument, 0, 'g' },
 		{ "k", required_argument, 0, 'k' },    { "epochs", required_argument, 0, 'e' },
 		{ "seconds", required_argument, 0, 's' }, { "ring-entries", required_argument, 0, 'r' },
-		{ "device", required_argument, 0, 'd' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "ram-gpa", required_argument, 0, 'a' }, { "device", required_argument, 0, 'd' },
+		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
 	};
-	for (int c; (c = getopt_long(argc, argv, "m:g:k:e:s:r:d:h", longopts, NULL)) != -1;) {
+	for (int c; (c = getopt_long(argc, argv, "m:g:k:e:s:r:a:d:h", longopts, NULL)) != -1;) {
 		switch (c) {
 		case 'm':
 			for (o.mode = 0; o.mode < 4 && strcmp(optarg, mode_names[o.mode]); o.mode++)
@@ -448,6 +465,7 @@ int main(int argc, char **argv)
 		case 'e': o.epochs = parse_ulong(optarg, "epochs", 1, 100000000); break;
 		case 's': o.seconds = strtod(optarg, NULL); if (!(o.seconds > 0)) usage(2); break;
 		case 'r': o.ring_entries = parse_ulong(optarg, "ring-entries", 256, RING_MAX_ENTRIES); break;
+		case 'a': o.ram_gpa = parse_ulong(optarg, "ram-gpa", GUEST_HARNESS_SIZE, GUEST_PD_COUNT * GIB); break;
 		case 'd': o.device = optarg; break;
 		case 'h': usage(0); break;
 		default: usage(2);
@@ -470,6 +488,9 @@ int main(int argc, char **argv)
 	// §18.4): a ring smaller than one epoch's pages would overflow, so refuse it.
 	if (o.ring_entries && o.k > o.ring_entries - RING_RSVD_ENTRIES)
 		fail("k %u exceeds the ring's soft limit (%u entries)", o.k, o.ring_entries - RING_RSVD_ENTRIES);
+	if (o.ram_gpa % GUEST_PAGE_SIZE || o.ram_gpa + (uint64_t)o.guest_gib * GIB > GUEST_PD_COUNT * GIB)
+		fail("--ram-gpa %#llx: RAM must start on a page and end within the harness's %llu GiB map",
+		     (unsigned long long)o.ram_gpa, GUEST_PD_COUNT);
 	if ((uint64_t)o.k > (uint64_t)o.guest_gib * GIB / GUEST_PAGE_SIZE)
 		fail("k %u exceeds the guest's %llu pages", o.k, (unsigned long long)o.guest_gib * GIB / GUEST_PAGE_SIZE);
 

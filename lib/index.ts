@@ -8,7 +8,7 @@ export { GuestMemory } from './memory';
 export { DirtyRing } from './ring';
 export { DirtyPages } from './dirty-pages';
 export { DirtyBitmap } from './bitmap';
-export { Workload, FIRST_WORKLOAD_PAGE } from './workload';
+export { Workload, FIRST_WORKLOAD_PAGE, WORKLOAD_PAGE_LIMIT } from './workload';
 export { KvmError, isKvmError } from './errors';
 export { Cap, ExitReason, MemFlag, PAGE_SIZE, type Arch } from './constants';
 export type { HostInfo, Regs, Sregs, Segment, DTable, IoExit, MmioExit, WorkloadSpec, EmulatorHooks } from './backend';

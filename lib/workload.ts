@@ -1,8 +1,11 @@
 import type { WorkloadSpec } from './backend';
+import { MAX_MAP_BYTES } from './guest/x86';
 import { checkObject, checkU64, checkUint } from './validate';
 
 /** Guest pages below this belong to the harness (page tables and code, lib/guest/). */
 export const FIRST_WORKLOAD_PAGE = 512;
+/** The harness identity-maps guest-physical memory up to here: workloads address pages below it. */
+export const WORKLOAD_PAGE_LIMIT = MAX_MAP_BYTES / 4096;
 
 /**
  * A program for the guest harness, loaded with vcpu.load(). The same writes, in the same
@@ -26,6 +29,7 @@ export class Workload {
     const firstPage = workloadPage('firstPage', o.firstPage);
     const pages = checkUint('pages', o.pages, 2 ** 32 - 1);
     const stridePages = checkUint('stridePages', o.stridePages ?? 1, 2 ** 32 - 1);
+    if (pages > 0) lastPage('the last page written', firstPage + (pages - 1) * stridePages);
     return new Workload({ kind: 'stride', firstPage, pages, stridePages });
   }
 
@@ -39,6 +43,7 @@ export class Workload {
     const firstPage = workloadPage('firstPage', o.firstPage);
     const spanPages = checkUint('spanPages', o.spanPages, 2 ** 32 - 1);
     if (spanPages === 0) throw new RangeError('spanPages must be at least 1');
+    lastPage('firstPage + spanPages - 1', firstPage + spanPages - 1);
     const pagesPerEpoch = checkUint('pagesPerEpoch', o.pagesPerEpoch, 2 ** 32 - 1);
     let seed = checkU64('seed', o.seed ?? 1);
     if (seed === 0n) seed = 1n;
@@ -57,8 +62,12 @@ export class Workload {
   }
 }
 
+function lastPage(what: string, page: number): void {
+  if (page >= WORKLOAD_PAGE_LIMIT) throw new RangeError(`${what} (${page}) is beyond the harness's identity map (pages below ${WORKLOAD_PAGE_LIMIT})`);
+}
+
 function workloadPage(name: string, value: unknown): number {
-  const page = checkUint(name, value, 2 ** 40);
+  const page = checkUint(name, value, WORKLOAD_PAGE_LIMIT - 1);
   if (page < FIRST_WORKLOAD_PAGE) throw new RangeError(`${name} must be >= ${FIRST_WORKLOAD_PAGE} (pages 0..511 belong to the guest harness), got ${page}`);
   return page;
 }

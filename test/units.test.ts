@@ -139,6 +139,11 @@ describe('Workload', () => {
     expect(() => Workload.random({ firstPage: 512, spanPages: 0, pagesPerEpoch: 1 })).toThrow(RangeError);
     expect(() => Workload.stride(null as unknown as { firstPage: number; pages: number })).toThrow(TypeError);
     expect(() => Workload.stride({ firstPage: 512, pages: NaN })).toThrow(RangeError);
+    // The harness maps 256 GiB: the last page a workload may write is 2^26 - 1.
+    expect(Workload.stride({ firstPage: 2 ** 26 - 2, pages: 2 }).spec).toMatchObject({ pages: 2 });
+    expect(() => Workload.stride({ firstPage: 2 ** 26 - 2, pages: 3 })).toThrow(/identity map/);
+    expect(() => Workload.random({ firstPage: 2 ** 26 - 10, spanPages: 11, pagesPerEpoch: 1 })).toThrow(/identity map/);
+    expect(() => Workload.counter({ page: 2 ** 26 })).toThrow(RangeError);
   });
 });
 
