@@ -125,9 +125,15 @@ export interface BackendSystem {
 
 /** Guest RAM: an anonymous shared mapping (native) or an ArrayBuffer (emulator). */
 export interface BackendMemory {
-  /** The whole mapping, zero-copy; detached (byteLength 0) once closed. */
+  /**
+   * The whole mapping, zero-copy; detached (byteLength 0) once closed. Node-API cannot make
+   * an external ArrayBuffer above buffer.constants.MAX_LENGTH (4 GiB on Node 20): larger
+   * memory throws RangeError here and is reached through view().
+   */
   readonly buffer: ArrayBuffer;
   readonly size: number;
+  /** A zero-copy view of [offset, offset + length), detached (length 0) once closed. */
+  view(offset: number, length: number): Uint8Array;
   /** Detaches `buffer`, then unmaps. Idempotent. */
   close(): void;
 }

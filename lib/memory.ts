@@ -1,12 +1,15 @@
 import './dispose';
 import type { BackendMemory } from './backend';
+import { fail } from './errors';
+import { checkUint } from './validate';
 
 /**
  * Guest RAM: an anonymous shared mapping (MAP_NORESERVE: untouched pages cost nothing).
  * `buffer` is the memory itself, zero-copy: what the guest writes is there, and what the
  * host writes there the guest reads (host writes are never dirty-logged). Closing (or
- * closing its VM) detaches `buffer` before unmapping, so stale views read as empty
- * instead of faulting.
+ * closing its VM) detaches `buffer` and every view before unmapping, so stale views read
+ * as empty instead of faulting. On Node 20 `buffer` exists up to 4 GiB; view() works for
+ * any size.
  */
 export class GuestMemory {
   /** @internal */
@@ -27,6 +30,18 @@ export class GuestMemory {
 
   get size(): number {
     return this._handle.size;
+  }
+
+  /**
+   * A zero-copy Uint8Array over bytes [offset, offset + length) of the memory (detached once
+   * closed). Memory above 4 GiB has no single `buffer` on Node 20 (Node-API's external
+   * ArrayBuffer limit); views of it work at any offset.
+   */
+  view(offset = 0, length = Math.min(this.size - offset, 2 ** 31)): Uint8Array {
+    checkUint('offset', offset, this.size);
+    checkUint('length', length, this.size - offset);
+    if (this.#closed) fail('EBADF', undefined, 'the guest memory is closed');
+    return this._handle.view(offset, length);
   }
 
   get closed(): boolean {

@@ -13,8 +13,6 @@
 #include "vcpu.h"
 #include "vm.h"
 
-int KickSignal();  // vcpu.cc
-
 void AddonData::Untrack(Closable* c) {
   auto it = std::find(open.begin(), open.end(), c);
   if (it != open.end()) open.erase(it);

@@ -1,9 +1,10 @@
-// Mapping: one mmap()ed region, unmapped exactly once, and the ArrayBuffer JS sees over it.
+// Mapping: one mmap()ed region, unmapped exactly once, and the ArrayBuffers JS sees over it.
 //
-// The ArrayBuffer is external (zero-copy). Its finalizer holds a shared_ptr to the Mapping, so
-// a buffer still reachable from JS keeps the memory mapped; the finalizer only drops that
-// reference, so close-then-GC can never unmap twice. Close() DETACHES the buffer (byteLength
-// 0; typed arrays over it read as empty) before it unmaps, so JS never touches freed memory.
+// The ArrayBuffers are external (zero-copy). Each one's finalizer holds a shared_ptr to the
+// Mapping, so a buffer still reachable from JS keeps the memory mapped; the finalizer only
+// drops that reference, so close-then-GC can never unmap twice. Close() DETACHES every buffer
+// (byteLength 0; typed arrays over it read as empty) before it unmaps, so JS never touches
+// freed memory.
 //
 // Guest RAM registered in a memory slot is also "pinned" by the VM: the kernel keeps the
 // address in the memslot, so a closed but pinned mapping is replaced by an inaccessible

@@ -58,8 +58,9 @@ Napi::Value Memory::GetSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(mapping_->size()));
 }
 
-// view(offset, length): an ArrayBuffer over part of the memory, for memories larger than one
-// ArrayBuffer may be (buffer.constants.MAX_LENGTH, 4 GiB on Node 20). Detached on close().
+// view(offset, length): a Uint8Array over part of the memory (its own ArrayBuffer), for
+// memories larger than one ArrayBuffer may be (buffer.constants.MAX_LENGTH, 4 GiB on Node 20).
+// Detached on close().
 Napi::Value Memory::View(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double offset = info[0].As<Napi::Number>().DoubleValue();
@@ -69,7 +70,8 @@ Napi::Value Memory::View(const Napi::CallbackInfo& info) {
       length != static_cast<double>(static_cast<size_t>(length))) {
     throw Napi::RangeError::New(env, "view(offset, length): the range must be integers within the memory");
   }
-  return mapping_->Window(env, static_cast<size_t>(offset), static_cast<size_t>(length));
+  Napi::ArrayBuffer window = mapping_->Window(env, static_cast<size_t>(offset), static_cast<size_t>(length));
+  return Napi::Uint8Array::New(env, window.ByteLength(), window, 0);
 }
 
 Napi::Value Memory::Close(const Napi::CallbackInfo& info) {

@@ -5,15 +5,16 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
 #include "errors.h"
 #include "uapi.h"
 
-// The signal that interrupts a KVM_RUN blocked on a vCPU thread: a real-time one, because
-// SIGUSR1 belongs to Node's inspector. Its handler does nothing; installed without SA_RESTART,
-// its only effect is that KVM_RUN returns EINTR.
+// A real-time signal, because SIGUSR1 belongs to Node's inspector (and glibc keeps the first
+// two real-time signals, which SIGRTMIN already skips). Its handler does nothing; installed
+// without SA_RESTART, its only effect is that a KVM_RUN in progress returns EINTR.
 int KickSignal() { return SIGRTMIN + 2; }
 
 static void InstallKickHandler() {
@@ -298,6 +299,10 @@ RunResult Vcpu::RunOnce() {
 }
 
 void Vcpu::WorkerMain() {
+  // Named like the kernel's vCPU inode ("kvm-vcpu:N", at most 15 characters) for ps/top/gdb.
+  char name[16];
+  snprintf(name, sizeof name, "kvm-vcpu:%u", id_);
+  pthread_setname_np(pthread_self(), name);
   // Only the kick reaches this thread; process-directed signals go to Node's threads.
   sigset_t mask;
   sigfillset(&mask);

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <napi.h>
-#include <linux/kvm.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -14,6 +13,7 @@
 #include "addon.h"
 #include "fd.h"
 #include "mapping.h"
+#include "uapi.h"
 #include "vm.h"
 
 // What Vm::CreateVcpu hands to the Vcpu constructor.
@@ -40,6 +40,9 @@ struct RunResult {
   bool hasDetail = false;
   uint64_t detail = 0;
 };
+
+// The real-time signal that interrupts a KVM_RUN on a vCPU's thread (never SIGUSR1: Node's inspector).
+int KickSignal();
 
 // dirty ring (ring.cc)
 std::shared_ptr<Mapping> MapDirtyRing(int vcpuFd, uint32_t bytes, int* err);

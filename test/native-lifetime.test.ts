@@ -1,11 +1,13 @@
 // Lifetime of the native resources: buffers detached before unmap, fds that never leak and
 // never reach child processes, guest memory a VM still names never handed back to the process.
 import { spawnSync } from 'node:child_process';
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 import { ExitReason, MemFlag, Workload, type Kvm } from '../lib';
+import type { NativeMemory } from '../lib/native/binding';
 import { makeGuest } from './helpers/guest';
 import { describeNative } from './helpers/native';
 
@@ -106,6 +108,29 @@ describeNative('native lifetime', (open) => {
     expect(reserved).toBeGreaterThanOrEqual(1);
     g.vm.close(); // the last pin goes: the reservation is unmapped
     expect(inaccessibleRegions(g.data.size)).toBe(reserved - 1);
+  });
+
+  test('guest memory larger than one ArrayBuffer (4 GiB on Node 20): views instead of one buffer', () => {
+    const vm = kvm.createVm();
+    const size = 64 * 2 ** 30; // MAP_NORESERVE: costs only the pages touched
+    const mem = vm.createMemory(size);
+    const native = mem._handle as NativeMemory;
+    if (size > bufferConstants.MAX_LENGTH) {
+      // Node-API makes external ArrayBuffers through node::Buffer, capped at MAX_LENGTH
+      expect(() => mem.buffer).toThrow(expect.objectContaining({ name: 'RangeError', message: expect.stringContaining('MAX_LENGTH') }));
+    } else {
+      expect(mem.buffer.byteLength).toBe(size);
+    }
+    const high = native.view(60 * 2 ** 30, 4096);
+    const last = native.view(size - 4096, 4096);
+    high[7] = 0x42;
+    last[4095] = 0x43;
+    expect(native.view(60 * 2 ** 30, 8)[7]).toBe(0x42); // views alias the same pages
+    expect(native.view(size - 1, 1)[0]).toBe(0x43);
+    expect(() => native.view(size - 4096, 4097)).toThrow(expect.objectContaining({ name: 'RangeError' }));
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 ** 32, memory: mem, flags: MemFlag.LogDirtyPages });
+    vm.close();
+    expect([high.length, last.length, high.buffer.byteLength]).toEqual([0, 0, 0]);
   });
 
   test('1,000 VM lifecycles leave /proc/self/fd and /proc/self/maps as they were', () => {

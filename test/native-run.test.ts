@@ -2,11 +2,25 @@
 // to that thread), and closing a vCPU whose run is in flight.
 import * as fs from 'node:fs';
 
-import { ExitReason, Workload, type Kvm } from '../lib';
+import { ExitReason, MemFlag, Workload, type Kvm } from '../lib';
+import type { NativeMemory } from '../lib/native/binding';
 import { makeGuest } from './helpers/guest';
 import { describeNative } from './helpers/native';
 
-const threads = (): number => fs.readdirSync('/proc/self/task').length;
+/** Threads of this process named as the addon names a vCPU's thread ("kvm-vcpu:<id>"). */
+function vcpuThreads(): string[] {
+  return fs
+    .readdirSync('/proc/self/task')
+    .map((tid) => {
+      try {
+        return fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+      } catch {
+        return ''; // a thread that ended meanwhile
+      }
+    })
+    .filter((name) => name.startsWith('kvm-vcpu:'))
+    .sort();
+}
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describeNative('native vCPU threads', (open) => {
@@ -17,20 +31,24 @@ describeNative('native vCPU threads', (open) => {
   test('runAsync keeps the event loop running while Workload.spin runs; kick() returns Intr promptly', async () => {
     const g = makeGuest(kvm);
     g.vcpu.load(Workload.spin());
-    const before = threads();
+    expect(vcpuThreads()).toEqual([]);
     let settled = false;
     let ticks = 0;
     const timer = setInterval(() => ticks++, 2);
     const running = g.vcpu.runAsync().finally(() => (settled = true));
-    await sleep(150);
-    expect(threads()).toBe(before + 1); // the vCPU's own thread, not the libuv pool
-    expect(settled).toBe(false);
-    expect(ticks).toBeGreaterThanOrEqual(10);
-    const t0 = process.hrtime.bigint();
-    g.vcpu.kick();
-    const exit = await running;
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    clearInterval(timer);
+    let exit, ms;
+    try {
+      await sleep(150);
+      expect(vcpuThreads()).toEqual(['kvm-vcpu:0']); // the vCPU's own thread, not the libuv pool
+      expect(settled).toBe(false);
+      expect(ticks).toBeGreaterThanOrEqual(10);
+    } finally {
+      clearInterval(timer);
+      const t0 = process.hrtime.bigint();
+      g.vcpu.kick();
+      exit = await running;
+      ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    }
     expect(exit).toEqual({ reason: ExitReason.Intr });
     expect(ms).toBeLessThan(100); // measured here: well under 1 ms
     // the guest resumes where it was (still spinning) and the thread is reused
@@ -38,7 +56,7 @@ describeNative('native vCPU threads', (open) => {
     await sleep(20);
     g.vcpu.kick();
     expect(await again).toEqual({ reason: ExitReason.Intr });
-    expect(threads()).toBe(before + 1);
+    expect(vcpuThreads()).toEqual(['kvm-vcpu:0']);
   });
 
   test('a kick with no run in flight makes the next run return Intr at once, and only that one', async () => {
@@ -75,12 +93,11 @@ describeNative('native vCPU threads', (open) => {
   test('closing a vCPU during runAsync kicks and joins its thread; the promise resolves with Intr', async () => {
     const g = makeGuest(kvm, { ringBytes: 4096 });
     g.vcpu.load(Workload.spin());
-    const before = threads();
     const running = g.vcpu.runAsync();
     await sleep(50);
-    expect(threads()).toBe(before + 1);
+    expect(vcpuThreads()).toEqual(['kvm-vcpu:0']);
     g.vcpu.close();
-    expect(threads()).toBe(before); // joined inside close()
+    expect(vcpuThreads()).toEqual([]); // joined inside close()
     expect(g.vcpu.runBuffer.byteLength).toBe(0);
     expect(await running).toEqual({ reason: ExitReason.Intr });
   });
@@ -90,7 +107,40 @@ describeNative('native vCPU threads', (open) => {
     for (const v of g.vcpusAll) v.load(Workload.spin());
     const runs = g.vcpusAll.map((v) => v.runAsync());
     await sleep(50);
+    expect(vcpuThreads()).toEqual(['kvm-vcpu:0', 'kvm-vcpu:1', 'kvm-vcpu:2']);
     g.vm.close();
+    expect(vcpuThreads()).toEqual([]);
     expect(await Promise.all(runs)).toEqual([{ reason: ExitReason.Intr }, { reason: ExitReason.Intr }, { reason: ExitReason.Intr }]);
+  });
+
+  test('load() into one slot larger than an ArrayBuffer may be: the harness maps it all, the guest writes above 4 GiB', () => {
+    const vm = kvm.createVm();
+    vm.enableDirtyRing(4096);
+    const size = 8 * 2 ** 30; // one slot from gpa 0: harness pages 0..511, then workload pages
+    const mem = vm.createMemory(size);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, flags: MemFlag.LogDirtyPages });
+    const vcpu = vm.createVcpu(0);
+    const page = 7 * 2 ** 18 + 3; // gpa 7 GiB + 12 KiB
+    vcpu.load(Workload.stride({ firstPage: page, pages: 2, stridePages: 1 }));
+    expect(vcpu.run()).toMatchObject({ reason: ExitReason.Io, io: { port: 0x10, value: 1 } });
+    const words = new BigUint64Array((mem._handle as NativeMemory).view(page * 4096, 8192).buffer);
+    expect([words[0], words[512]]).toEqual([1n, 1n]);
+    // the harness pages are host writes: only the two guest pages are in the ring
+    const ring = new DataView(vcpu.dirtyRing!.buffer);
+    expect([0, 1, 2].map((i) => [ring.getUint32(i * 16, true), Number(ring.getBigUint64(i * 16 + 8, true))])).toEqual([
+      [1, page],
+      [1, page + 1],
+      [0, 0],
+    ]);
+    vm.close();
+  });
+
+  test('load() without a slot covering guest-physical [0, 2 MiB) is a RangeError that says what is missing', () => {
+    const vm = kvm.createVm();
+    const mem = vm.createMemory(4 << 20);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 1 << 20, memory: mem });
+    const vcpu = vm.createVcpu(0);
+    expect(() => vcpu.load(Workload.spin())).toThrow(expect.objectContaining({ name: 'RangeError', message: expect.stringContaining('[0, 2 MiB)') }));
+    vm.close();
   });
 });

@@ -7,7 +7,7 @@
 // KVM_GET_DIRTY_LOG or KVM_CLEAR_DIRTY_LOG re-protects it.
 
 import type { BackendMemory } from '../backend';
-import { PAGE_SIZE, MemFlag } from '../constants';
+import { MemFlag } from '../constants';
 
 export class EmulatedMemory implements BackendMemory {
   readonly size: number;
@@ -25,6 +25,10 @@ export class EmulatedMemory implements BackendMemory {
 
   get buffer(): ArrayBuffer {
     return this.#buffer;
+  }
+
+  view(offset: number, length: number): Uint8Array {
+    return this.#buffer.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(this.#buffer, offset, length);
   }
 
   /** Detaches the buffer ("unmaps" it): old views read as empty, slots still naming it fault. */
@@ -74,11 +78,6 @@ export class Memslot {
 
   get readonly(): boolean {
     return (this.flags & MemFlag.ReadOnly) !== 0;
-  }
-
-  /** Index in memory.u32 of the first byte of page `rel` of the slot. */
-  u32Index(rel: number): number {
-    return (this.memoryOffset + rel * PAGE_SIZE) / 4;
   }
 
   /** Write-protects every page (logging just turned on, or the slot moved: no page is mapped writable). */

@@ -226,10 +226,11 @@ class NativeVcpuBackend implements BackendVcpu {
           '(e.g. vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory }) with memory of at least 2 MiB)',
       );
     }
-    const buffer = harness.memory.buffer;
-    if (buffer.byteLength === 0) fail('EBADF', undefined, 'the memory of the slot at guest-physical 0 is closed');
+    // A view of the first 2 MiB only: the whole memory may exceed the largest ArrayBuffer.
+    const view = harness.memory.view(harness.memoryOffset, HARNESS_SIZE);
+    if (view.length === 0) fail('EBADF', undefined, 'the memory of the slot at guest-physical 0 is closed');
     const mapBytes = Math.min(Math.ceil(top / GIB) * GIB, MAX_MAP_BYTES);
-    installHarness(new Uint8Array(buffer, harness.memoryOffset, HARNESS_SIZE), mapBytes);
+    installHarness(view, mapBytes);
     this.vcpu.setSregs(longModeSregs(this.vcpu.getSregs()));
     this.vcpu.setRegs(regs);
   }

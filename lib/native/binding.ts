@@ -25,8 +25,8 @@ export interface NativeMemory {
   /** The whole mapping; RangeError when it is larger than buffer.constants.MAX_LENGTH (4 GiB on Node 20). */
   readonly buffer: ArrayBuffer;
   readonly size: number;
-  /** A new ArrayBuffer over [offset, offset + length), for memories larger than one ArrayBuffer may be. */
-  view(offset: number, length: number): ArrayBuffer;
+  /** A Uint8Array over [offset, offset + length) (its own ArrayBuffer), for memories larger than one ArrayBuffer may be. */
+  view(offset: number, length: number): Uint8Array;
   close(): void;
 }
 
