@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-// The kvm-dirty command line: probe the host's KVM dirty-tracking capabilities.
+// The kvm-dirty command line: probe the host's KVM dirty-tracking capabilities, and the
+// checkpointing commands (checkpoint, replica, restore, migrate, failover-test) of lib/cli/.
 import { Command, Option } from 'commander';
 import { openKvm, type OpenOptions } from '../lib';
+import { registerCheckpointCommands } from '../lib/cli';
 import { formatProbe, probe } from '../lib/probe';
 
 const program = new Command();
 program.name('kvm-dirty').description('Linux KVM dirty-memory tracking from Node.js').version(require('../../package.json').version);
 
 /** Options every command takes to choose the backend. */
-export function backendOptions(cmd: Command): Command {
+function backendOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--backend <name>', 'backend').choices(['auto', 'native', 'emulator']))
     .addOption(new Option('--arch <arch>', 'architecture (other than the host\'s: emulator only)').choices(['x86_64', 'arm64', 's390x']))
@@ -27,6 +29,8 @@ backendOptions(program.command('probe'))
       kvm.close();
     }
   });
+
+registerCheckpointCommands(program, backendOptions);
 
 program.parseAsync().catch((e: Error) => {
   console.error(`kvm-dirty: ${e.message}`);

@@ -1,0 +1,453 @@
+// The checkpoint engine: an epoch loop over a running machine (Remus-style).
+//
+//   epoch e:  run the vCPUs (runAsync) until the epoch ends: the workload's epoch OUT
+//             (port 0x10), a KVM_EXIT_DIRTY_RING_FULL, enough outputs, or the time budget
+//             (vcpu.kick() from a timer)
+//             --- the VM is paused from here ---
+//             complete a pending OUT (KVM_RUN with immediate_exit: kick + run), so the
+//             registers are the ones after the instruction (KVM api.rst, KVM_RUN)
+//             collect the dirty pages (all rings, or the bitmaps), dedupe, re-arm
+//             (KVM_RESET_DIRTY_RINGS / KVM_CLEAR_DIRTY_LOG), THEN copy their contents
+//             (tracker.ts says why that order), read the registers
+//             one buffer: Epoch frame(s) + Commit, one write to the sink
+//             the epoch's guest outputs wait in the OutputCommit until the sink acks it
+//             --- resume: epoch e + 1 runs while epoch e is in flight ---
+//
+// Epoch 0 is the base image: every non-zero page of every slot (the replica starts zeroed).
+
+import { ExitReason } from '../constants';
+import type { Vcpu } from '../vcpu';
+import type { Machine } from './machine';
+import { RING_RESERVED_ENTRIES, describeMachine, writesPerRun } from './machine';
+import { OutputCommit } from './output';
+import { packOutput, type VcpuRegs } from './records';
+import { DirtyTracker, type PageSet } from './tracker';
+import { StreamWriter, type SlotSource } from './writer';
+
+/** The workload's end-of-epoch port (Workload.stride / random). */
+export const EPOCH_PORT = 0x10;
+/** The counter workload's output port. */
+export const COUNTER_PORT = 0x11;
+
+/** Where the checkpoint stream goes: a file, a socket to a replica, memory. */
+export interface CheckpointSink {
+  /** Writes whole frames; calls `done` once `buf` may be reused. Errors go to onFailure. */
+  send(buf: Buffer, done: () => void): void;
+  /** Set by the checkpointer: called with the newest epoch the far side has made durable (cumulative). */
+  onAck: (epoch: number) => void;
+  /** Set by the checkpointer: the sink broke (the replica rejected the stream, the connection dropped). */
+  onFailure: (err: Error) => void;
+  /** Flushes and closes; resolves once everything sent was acknowledged or failed. */
+  close(): Promise<void>;
+}
+
+export interface CheckpointerOptions {
+  machine: Machine;
+  sink: CheckpointSink;
+  /** time budget of one epoch in ms (enforced with vcpu.kick()); default 50 */
+  epochMs?: number;
+  /** an epoch also ends once a vCPU has emitted this many outputs (default: no limit) */
+  outputsPerEpoch?: number;
+  /** epochs sent but not yet acknowledged before the VM waits (default 8) */
+  maxInFlight?: number;
+  /** receives the guest's outputs once their epoch is acknowledged (the output-commit rule) */
+  outputs?: OutputCommit;
+  /** I/O ports whose OUTs are guest output (default 0x10 and 0x11) */
+  outputPorts?: number[];
+  /** output sequence number of the first output (default 0; after a failover, the restored one) */
+  outputSeq?: number;
+  /** called after each epoch is sent */
+  onEpoch?: (e: EpochInfo) => void;
+}
+
+export interface EpochInfo {
+  epoch: number;
+  pages: number;
+  /** ring entries harvested (duplicates included; 0 in bitmap modes) */
+  ringEntries: number;
+  /** µs the VM was paused for this epoch */
+  pauseUs: number;
+  bytes: number;
+  outputs: number;
+  /** why the epoch ended */
+  reason: 'epoch' | 'ring-full' | 'budget' | 'outputs';
+}
+
+export interface CheckpointStats {
+  epochs: number;
+  committed: number;
+  seconds: number;
+  epochsPerSec: number;
+  committedPerSec: number;
+  pagesPerEpoch: number;
+  pauseP50Us: number;
+  pauseP99Us: number;
+  pauseMaxUs: number;
+  bytes: number;
+  outputs: number;
+  basePages: number;
+  /** ms to scan and send the base epoch (not in `seconds`) */
+  baseMs: number;
+  mode: string;
+  backend: string;
+}
+
+interface VcpuState {
+  vcpu: Vcpu;
+  lastExit: number;
+  outputs: number;
+}
+
+const PAUSE_SAMPLES = 1 << 20;
+
+export class Checkpointer {
+  readonly machine: Machine;
+  readonly writer: StreamWriter;
+  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink'>> & CheckpointerOptions;
+  readonly #tracker: DirtyTracker;
+  readonly #set: PageSet;
+  readonly #slots: SlotSource[];
+  readonly #vcpus: VcpuState[];
+  readonly #outputPorts: Set<number>;
+  readonly #commit: OutputCommit;
+  #outputs = new Uint32Array(2 * 256);
+  #outputCount = 0;
+  #outputSeq: number;
+  #epoch = 0;
+  #acked = -1;
+  #inFlight = 0;
+  #failure: Error | null = null;
+  #ackWaiter: (() => void) | null = null;
+  #stopping = false;
+  #started = false;
+  readonly #pauses = new Float64Array(PAUSE_SAMPLES);
+  #pauseCount = 0;
+  #pages = 0;
+  #bytes = 0;
+  #basePages = 0;
+  #baseMs = 0;
+  #kickTimer: NodeJS.Timeout | null = null;
+
+  constructor(options: CheckpointerOptions) {
+    this.#o = { epochMs: 50, outputsPerEpoch: Infinity, maxInFlight: 8, outputPorts: [EPOCH_PORT, COUNTER_PORT], outputSeq: 0, ...options };
+    const m = (this.machine = options.machine);
+    if (m.mode === 'ring') {
+      // One KVM_RUN must not write more pages than its ring holds (DESIGN §5: a host that
+      // does not stop the vCPU at the soft limit inside a run loses entries).
+      m.vcpus.forEach((v, i) => {
+        const need = writesPerRun(m.workloads[i]) + RING_RESERVED_ENTRIES;
+        if (v.dirtyRing && need > v.dirtyRing.entries) {
+          throw new RangeError(`vCPU ${v.id}: one run of its workload writes up to ${need - RING_RESERVED_ENTRIES} pages; its ring has ${v.dirtyRing.entries} entries (${RING_RESERVED_ENTRIES} reserved)`);
+        }
+      });
+    }
+    this.#tracker = new DirtyTracker(m);
+    this.#set = this.#tracker.newPageSet();
+    this.#slots = m.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
+    this.#vcpus = m.vcpus.map((vcpu) => ({ vcpu, lastExit: -1, outputs: 0 }));
+    this.#outputPorts = new Set(this.#o.outputPorts);
+    this.#outputSeq = this.#o.outputSeq;
+    this.#commit = options.outputs ?? new OutputCommit();
+    this.#commit.start(this.#outputSeq);
+    this.writer = new StreamWriter(4096);
+    const sink = options.sink;
+    sink.onAck = (epoch) => this.#onAck(epoch);
+    sink.onFailure = (err) => this.#fail(err);
+  }
+
+  /** The last epoch sent. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** The newest epoch the sink acknowledged (-1 before the first). */
+  get acked(): number {
+    return this.#acked;
+  }
+
+  /** Ends the loop after the current epoch (run() then sends End and resolves). */
+  stop(): void {
+    this.#stopping = true;
+    this.#kickAll();
+  }
+
+  /**
+   * Sends the Header and the base epoch, then checkpoints epoch after epoch until `epochs`
+   * epochs (after the base) were sent, `seconds` passed, or stop(); then sends End, waits for
+   * the last ack, closes the sink and returns the figures.
+   */
+  async run(limits: { epochs?: number; seconds?: number } = {}): Promise<CheckpointStats> {
+    if (this.#started) throw new Error('a Checkpointer runs once');
+    this.#started = true;
+    const maxEpochs = limits.epochs ?? Infinity;
+    const sink = this.#o.sink;
+    let started = performance.now();
+    let deadline = Infinity;
+    try {
+      this.#send(this.writer.header(describeMachine(this.machine)), false);
+      this.#sendBase();
+      // The figures (and `seconds`) count from here: the base copy is reported apart (baseMs).
+      this.#baseMs = performance.now() - started;
+      started = performance.now();
+      if (limits.seconds !== undefined) deadline = started + limits.seconds * 1000;
+      // Epoch e's frame is checksummed and sent while epoch e + 1 runs: the guest is paused
+      // only while its dirty pages are collected and copied.
+      let running = this.#more(maxEpochs, deadline) ? this.#runEpoch(deadline) : null;
+      while (running) {
+        const reason = await running;
+        this.#throwIfFailed();
+        const pausedAt = performance.now();
+        this.#completePendingIo();
+        const buf = this.#checkpoint(reason, pausedAt);
+        running = null;
+        let sent = false;
+        if (this.#more(maxEpochs, deadline)) {
+          if (this.#inFlight > this.#o.maxInFlight) {
+            // Too many epochs unacknowledged: the guest stays paused until the backup catches up.
+            this.#sealAndSend(buf);
+            sent = true;
+            await this.#waitForRoom(this.#o.maxInFlight + 1);
+          }
+          // The pause ends as the vCPUs are handed back (their KVM_RUN may start at once, on
+          // the other core or in place of this thread).
+          this.#recordPause(pausedAt);
+          running = this.#runEpoch(deadline);
+        } else this.#recordPause(pausedAt);
+        if (!sent) this.#sealAndSend(buf);
+      }
+      this.#throwIfFailed();
+      this.#settle();
+      this.#send(this.writer.end(this.#epoch), false);
+      await this.#waitForRoom(1);
+      await sink.close();
+      this.#throwIfFailed();
+    } catch (e) {
+      await sink.close().catch(() => undefined);
+      throw e;
+    } finally {
+      if (this.#kickTimer) clearTimeout(this.#kickTimer);
+    }
+    return this.stats((performance.now() - started) / 1000);
+  }
+
+  stats(seconds: number): CheckpointStats {
+    const n = Math.min(this.#pauseCount, PAUSE_SAMPLES);
+    const sorted = this.#pauses.slice(0, n).sort();
+    const q = (f: number) => (n ? sorted[Math.min(n - 1, Math.floor(f * n))] : 0);
+    return {
+      epochs: this.#epoch,
+      committed: this.#acked < 0 ? 0 : this.#acked,
+      seconds,
+      epochsPerSec: this.#epoch / seconds,
+      committedPerSec: Math.max(0, this.#acked) / seconds,
+      pagesPerEpoch: this.#epoch ? this.#pages / this.#epoch : 0,
+      pauseP50Us: round1(q(0.5)),
+      pauseP99Us: round1(q(0.99)),
+      pauseMaxUs: round1(n ? sorted[n - 1] : 0),
+      bytes: this.#bytes,
+      outputs: this.#outputSeq - this.#o.outputSeq,
+      basePages: this.#basePages,
+      baseMs: round1(this.#baseMs),
+      mode: this.machine.mode,
+      backend: this.machine.kvm.backend,
+    };
+  }
+
+  /** Epoch 0: arm the log, then every non-zero page of every slot, in parts. */
+  #sendBase(): void {
+    // Collect and forget what is dirty now (collect re-arms), so epoch 1 holds exactly the
+    // pages written after the copy below started.
+    const set = this.#set;
+    set.clear();
+    this.#tracker.collect(set);
+    set.clear();
+    const zero = Buffer.alloc(4096);
+    const regs = this.#regs();
+    this.machine.slots.forEach((s, k) => {
+      const pages = s.layout.size / 4096;
+      for (let p = 0; p < pages; p++) {
+        // Buffer#compare with ranges: memcmp against a zero page, no per-page allocation.
+        if (zero.compare(s.bytes, p * 4096, p * 4096 + 4096) !== 0) set.add(k, p);
+      }
+    });
+    this.#basePages = set.count;
+    // One buffer of as many Epoch parts as needed (PART_PAGES pages each), then the Commit.
+    const buf = this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
+    this.writer.seal(buf);
+    this.#send(buf, true);
+    this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
+    this.#inFlight++;
+    set.clear();
+  }
+
+  async #runEpoch(deadline: number): Promise<EpochInfo['reason']> {
+    const budget = Math.min(this.#o.epochMs, Math.max(0, deadline - performance.now()));
+    this.#outputCount = 0;
+    for (const s of this.#vcpus) s.outputs = 0;
+    if (Number.isFinite(budget)) this.#kickTimer = setTimeout(() => this.#kickAll(), Math.max(1, budget));
+    try {
+      const reasons = await Promise.all(this.#vcpus.map((s) => this.#runVcpu(s)));
+      // The epoch's reason: the first vCPU's, unless another one filled its ring.
+      return reasons.includes('ring-full') ? 'ring-full' : reasons[0];
+    } finally {
+      if (this.#kickTimer) clearTimeout(this.#kickTimer);
+      this.#kickTimer = null;
+    }
+  }
+
+  async #runVcpu(s: VcpuState): Promise<EpochInfo['reason']> {
+    for (;;) {
+      const exit = await s.vcpu.runAsync();
+      s.lastExit = exit.reason;
+      switch (exit.reason) {
+        case ExitReason.Io: {
+          const io = exit.io!;
+          if (io.direction !== 'out') throw new Error(`vCPU ${s.vcpu.id}: unexpected IN from port ${hex(io.port)}`);
+          if (this.#outputPorts.has(io.port)) this.#addOutput(io.port, io.size, s.vcpu.id, io.value, s);
+          if (io.port === EPOCH_PORT) return 'epoch';
+          if (s.outputs >= this.#o.outputsPerEpoch) return 'outputs';
+          if (this.#stopping) return 'budget';
+          continue;
+        }
+        case ExitReason.DirtyRingFull:
+          return 'ring-full';
+        case ExitReason.Intr:
+          return 'budget';
+        default:
+          throw new Error(`vCPU ${s.vcpu.id} stopped: exit reason ${ExitReason[exit.reason] ?? exit.reason}`);
+      }
+    }
+  }
+
+  #addOutput(port: number, size: number, vcpu: number, value: number, s: VcpuState): void {
+    if (2 * this.#outputCount + 2 > this.#outputs.length) {
+      const grown = new Uint32Array(this.#outputs.length * 2);
+      grown.set(this.#outputs);
+      this.#outputs = grown;
+    }
+    this.#outputs[2 * this.#outputCount] = packOutput(port, size, vcpu);
+    this.#outputs[2 * this.#outputCount + 1] = value >>> 0;
+    this.#outputCount++;
+    s.outputs++;
+  }
+
+  /**
+   * A vCPU that stopped on an I/O exit has the OUT half done: KVM finishes it (and moves rip
+   * past it) on the next KVM_RUN. Enter once with immediate_exit (kick, then run: returns
+   * Intr at once) so the saved registers are consistent and a restored VM does not repeat
+   * the OUT.
+   */
+  #completePendingIo(): void {
+    for (const s of this.#vcpus) {
+      if (s.lastExit !== ExitReason.Io && s.lastExit !== ExitReason.Mmio) continue;
+      s.vcpu.kick();
+      const exit = s.vcpu.run();
+      if (exit.reason !== ExitReason.Intr) throw new Error(`vCPU ${s.vcpu.id}: KVM_RUN with immediate_exit returned exit ${exit.reason}, not EINTR`);
+      s.lastExit = ExitReason.Intr;
+    }
+  }
+
+  #more(maxEpochs: number, deadline: number): boolean {
+    return !this.#stopping && !this.#failure && this.#epoch < maxEpochs && performance.now() < deadline;
+  }
+
+  /** Collects, copies and frames the epoch that just ended (unsealed: see writer.seal). */
+  /**
+   * Leaves the vCPUs ready to run on: a kick that landed after a vCPU had already stopped
+   * (the budget timer racing the epoch's own end, or stop()) would otherwise make the
+   * caller's next KVM_RUN return EINTR at once. kick + run consumes it, or returns EINTR
+   * without running the guest when there was none.
+   */
+  #settle(): void {
+    if (this.#kickTimer) clearTimeout(this.#kickTimer);
+    for (const s of this.#vcpus) {
+      s.vcpu.kick();
+      s.vcpu.run();
+    }
+  }
+
+  #checkpoint(reason: EpochInfo['reason'], pausedAt: number): Buffer {
+    const set = this.#set;
+    set.clear();
+    this.#tracker.collect(set);
+    const regs = this.#regs();
+    const epoch = ++this.#epoch;
+    const count = this.#outputCount;
+    this.#outputSeq += count;
+    const buf = this.writer.epoch(epoch, regs, this.#outputs, count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
+    this.#commit.hold(epoch, this.#outputSeq - count, this.#outputs, count);
+    this.#inFlight++;
+    this.#pages += set.count;
+    this.#o.onEpoch?.({
+      epoch, pages: set.count, ringEntries: this.#tracker.lastRingEntries, pauseUs: (performance.now() - pausedAt) * 1000,
+      bytes: buf.length, outputs: count, reason,
+    });
+    return buf;
+  }
+
+  #regs(): VcpuRegs[] {
+    return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: s.vcpu.getRegs() }));
+  }
+
+  #sealAndSend(buf: Buffer): void {
+    this.writer.seal(buf);
+    this.#send(buf, true);
+  }
+
+  #send(buf: Buffer, pooled: boolean): void {
+    this.#bytes += buf.length;
+    this.#o.sink.send(buf, () => pooled && this.writer.pool.release(buf));
+  }
+
+  #recordPause(pausedAt: number): void {
+    this.#pauses[this.#pauseCount++ % PAUSE_SAMPLES] = (performance.now() - pausedAt) * 1000;
+  }
+
+  #onAck(epoch: number): void {
+    if (epoch <= this.#acked) return;
+    if (epoch > this.#epoch) {
+      this.#fail(new Error(`the replica acknowledged epoch ${epoch}, beyond the last one sent (${this.#epoch})`));
+      return;
+    }
+    this.#inFlight -= epoch - this.#acked;
+    this.#acked = epoch;
+    this.#commit.ack(epoch);
+    this.#wake();
+  }
+
+  #fail(err: Error): void {
+    if (!this.#failure) this.#failure = err;
+    this.#kickAll();
+    this.#wake();
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure) throw this.#failure;
+  }
+
+  #wake(): void {
+    const w = this.#ackWaiter;
+    this.#ackWaiter = null;
+    w?.();
+  }
+
+  /** Waits (the VM stays paused) until fewer than `limit` epochs are unacknowledged. */
+  async #waitForRoom(limit: number): Promise<void> {
+    while (this.#inFlight >= limit && !this.#failure) {
+      await new Promise<void>((resolve) => (this.#ackWaiter = resolve));
+    }
+    this.#throwIfFailed();
+  }
+
+  #kickAll(): void {
+    for (const s of this.#vcpus) if (!s.vcpu.closed) s.vcpu.kick();
+  }
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}

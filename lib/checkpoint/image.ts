@@ -1,0 +1,253 @@
+// A replica's copy of the machine: memory image, registers and guest outputs as of the last
+// committed epoch. It reads the checkpoint stream frame by frame and changes only at a
+// Commit, all at once: the parts of an epoch are checked and held until their Commit
+// arrives, then copied in. A damaged, truncated, reordered or foreign stream is rejected
+// with a StreamError and leaves the image at its last good epoch.
+
+import { BufferPool, FrameDecoder, FrameType, StreamError, frameTypeName, type Frame } from './format';
+import {
+  decodeCommit, decodeEpoch, decodeHeader, decodeU64Frame,
+  type CommitRecord, type EpochPart, type MachineLayout, type OutputRecord, type VcpuRegs,
+} from './records';
+
+interface Staged {
+  epoch: number;
+  parts: EpochPart[];
+  pages: number;
+  /** pooled frame buffers the parts are views of, released once the epoch is applied or dropped */
+  buffers: Buffer[];
+}
+
+export class ReplicaImage {
+  #layout: MachineLayout | null = null;
+  /** memory of slot i of the layout */
+  #memory: Buffer[] = [];
+  /** first gfn and page count of slot i */
+  #slotGfn: number[] = [];
+  #slotPages: number[] = [];
+  #regs: VcpuRegs[] = [];
+  #committed: CommitRecord | null = null;
+  #staged: Staged | null = null;
+  #finished = false;
+  /** committed outputs not yet confirmed by the client: output #(outputsFrom + i) is outputs[i] */
+  #outputs: OutputRecord[] = [];
+  #outputsFrom = 0;
+  readonly #pool = new BufferPool(8);
+  readonly #decoder = new FrameDecoder({ pool: this.#pool });
+  readonly #memoryFor: ((layout: MachineLayout) => Buffer[]) | undefined;
+
+  /**
+   * @param memoryFor  supplies the image's memory (zero-filled, one buffer per slot of the
+   *                   Header's layout) when the Header arrives, e.g. a destination VM's guest
+   *                   memory, so that epochs land in it directly; by default new Buffers
+   */
+  constructor(memoryFor?: (layout: MachineLayout) => Buffer[]) {
+    this.#memoryFor = memoryFor;
+  }
+
+  /** The machine (after the Header frame). */
+  get layout(): MachineLayout | null {
+    return this.#layout;
+  }
+
+  /** The last committed epoch, or null before the first Commit. */
+  get committed(): CommitRecord | null {
+    return this.#committed;
+  }
+
+  /** The last committed epoch's number, -1 before the first. */
+  get epoch(): number {
+    return this.#committed?.epoch ?? -1;
+  }
+
+  /** The image can rebuild the machine: an epoch is committed and the registers of every vCPU are known. */
+  get restorable(): boolean {
+    return this.#committed !== null && this.#layout !== null && this.#regs.length === this.#layout.vcpus.length;
+  }
+
+  /** Registers of every vCPU as of the last committed epoch that carried them. */
+  get regs(): readonly VcpuRegs[] {
+    return this.#regs;
+  }
+
+  /** Memory of each slot of the layout (same order), as of the last committed epoch. */
+  get memory(): readonly Buffer[] {
+    return this.#memory;
+  }
+
+  /** The writer's End frame arrived. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Why the stream was rejected, or null. */
+  get error(): StreamError | null {
+    return this.#decoder.error;
+  }
+
+  /** Committed outputs with sequence number >= `from` that the image still holds (oldest first). */
+  outputsFrom(from: number): { firstSeq: number; outputs: OutputRecord[] } {
+    const start = Math.max(from, this.#outputsFrom);
+    return { firstSeq: start, outputs: this.#outputs.slice(start - this.#outputsFrom) };
+  }
+
+  /** The u64 (little-endian) at guest-physical address `gpa` in the image. */
+  readU64(gpa: number): bigint {
+    const pageSize = this.#layout!.pageSize;
+    const i = this.#slotOf(Math.floor(gpa / pageSize));
+    if (i < 0) throw new RangeError(`gpa ${gpa} is in no slot`);
+    return this.#memory[i].readBigUInt64LE(gpa - this.#slotGfn[i] * pageSize);
+  }
+
+  /**
+   * Takes the next bytes of the stream and returns the epochs they committed (oldest first).
+   * The chunk's bytes are referenced until the epoch they belong to commits: do not reuse it.
+   * Throws a StreamError when the stream is damaged; the image keeps its last committed
+   * epoch, and every later push throws the same error.
+   */
+  push(chunk: Buffer): CommitRecord[] {
+    const commits: CommitRecord[] = [];
+    try {
+      this.#decoder.pushEach(chunk, (f) => {
+        const c = this.#frame(f);
+        if (c) commits.push(c);
+      });
+    } catch (e) {
+      this.#drop();
+      throw e;
+    }
+    return commits;
+  }
+
+  /** The stream ended. Throws ETRUNCATED when it ended inside a frame or inside an epoch. */
+  end(): void {
+    this.#decoder.end();
+    if (this.#staged) {
+      const s = this.#staged;
+      this.#drop();
+      throw new StreamError('ETRUNCATED', this.#decoder.offset, `the stream ended inside epoch ${s.epoch} (${s.parts.length} part(s), no Commit): the image stays at epoch ${this.epoch}`);
+    }
+  }
+
+  #frame(f: Frame): CommitRecord | null {
+    const r = this.#apply(f);
+    // An Epoch frame's buffer stays with its staged part; every other frame is done with here.
+    if (f.pooled && f.type !== FrameType.Epoch) this.#pool.release(f.pooled);
+    return r;
+  }
+
+  #drop(): void {
+    this.#staged?.buffers.forEach((b) => this.#pool.release(b));
+    this.#staged = null;
+  }
+
+  #apply(f: Frame): CommitRecord | null {
+    if (this.#finished) throw new StreamError('EORDER', f.offset, `${frameTypeName(f.type)} frame after the End frame`);
+    if (f.type !== FrameType.Header && !this.#layout) throw new StreamError('EORDER', f.offset, `${frameTypeName(f.type)} frame before the Header`);
+    switch (f.type) {
+      case FrameType.Header:
+        if (this.#layout) throw new StreamError('EORDER', f.offset, 'a second Header frame');
+        this.#setLayout(decodeHeader(f));
+        return null;
+      case FrameType.Epoch:
+        this.#stage(f);
+        return null;
+      case FrameType.Commit:
+        return this.#commit(f);
+      case FrameType.End: {
+        const last = decodeU64Frame(f, 'End');
+        if (this.#staged) throw new StreamError('EORDER', f.offset, `End frame inside epoch ${this.#staged.epoch}`);
+        if (last !== this.epoch) throw new StreamError('EORDER', f.offset, `End frame says the last epoch is ${last}; the last committed is ${this.epoch}`);
+        this.#finished = true;
+        return null;
+      }
+      default:
+        throw new StreamError('EFRAME', f.offset, `a ${frameTypeName(f.type)} frame has no place in a checkpoint stream`);
+    }
+  }
+
+  #setLayout(layout: MachineLayout): void {
+    this.#layout = layout;
+    const ps = layout.pageSize;
+    this.#memory = this.#memoryFor ? this.#memoryFor(layout) : layout.slots.map((s) => Buffer.alloc(s.size));
+    layout.slots.forEach((s, i) => {
+      if (this.#memory[i]?.length !== s.size) throw new RangeError(`memory for slot ${s.slot} must be ${s.size} bytes`);
+    });
+    this.#slotGfn = layout.slots.map((s) => s.guestPhysAddr / ps);
+    this.#slotPages = layout.slots.map((s) => s.size / ps);
+  }
+
+  #stage(f: Frame): void {
+    const layout = this.#layout!;
+    const part = decodeEpoch(f, layout.pageSize);
+    const want = this.#staged ? this.#staged.epoch : this.epoch + 1;
+    if (part.epoch !== want) {
+      throw new StreamError('EORDER', f.offset, `Epoch frame of epoch ${part.epoch} where epoch ${want} was due (last committed: ${this.epoch})`);
+    }
+    const wantPart = this.#staged ? this.#staged.parts.length : 0;
+    if (part.part !== wantPart) throw new StreamError('EORDER', f.offset, `epoch ${part.epoch}: part ${part.part} where part ${wantPart} was due`);
+    if (part.part === 0 && part.vcpus.length > 0) {
+      // Every vCPU's registers, or none: an epoch without them changes memory only (a
+      // pre-copy round of live migration, taken while the guest runs).
+      const ids = layout.vcpus.map((v) => v.id).join(',');
+      if (part.vcpus.map((v) => v.id).join(',') !== ids) {
+        throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch}: registers of vCPUs [${part.vcpus.map((v) => v.id)}], the machine has [${ids}]`);
+      }
+    } else if (part.vcpus.length || part.outputs.length) {
+      throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch} part ${part.part}: registers and outputs belong in part 0`);
+    }
+    for (const gfn of part.gfns) {
+      if (this.#slotOf(gfn) < 0) throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch}: page ${gfn} is in no memory slot`);
+    }
+    if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, buffers: [] };
+    this.#staged.parts.push(part);
+    if (f.pooled) this.#staged.buffers.push(f.pooled);
+    this.#staged.pages += part.gfns.length;
+  }
+
+  #commit(f: Frame): CommitRecord {
+    const c = decodeCommit(f);
+    const s = this.#staged;
+    if (!s || s.epoch !== c.epoch) {
+      throw new StreamError('EORDER', f.offset, `Commit of epoch ${c.epoch} ${s ? `inside epoch ${s.epoch}` : `with no Epoch frame before it (last committed: ${this.epoch})`}`);
+    }
+    if (c.parts !== s.parts.length || c.pages !== s.pages) {
+      throw new StreamError('EORDER', f.offset, `Commit of epoch ${c.epoch} counts ${c.parts} parts and ${c.pages} pages; ${s.parts.length} parts and ${s.pages} pages arrived`);
+    }
+    const outputs = s.parts[0].outputs;
+    if (this.#committed && c.outputSeq !== this.#committed.outputSeq + outputs.length) {
+      throw new StreamError('EFRAME', f.offset, `Commit of epoch ${c.epoch}: output sequence ${c.outputSeq}, expected ${this.#committed.outputSeq} + ${outputs.length}`);
+    }
+    if (c.clientAcked > c.outputSeq) throw new StreamError('EFRAME', f.offset, `Commit of epoch ${c.epoch}: the client acked ${c.clientAcked} of ${c.outputSeq} outputs`);
+    // Everything is checked: apply the whole epoch (nothing below can fail).
+    const ps = this.#layout!.pageSize;
+    for (const p of s.parts) {
+      for (let i = 0; i < p.gfns.length; i++) {
+        const k = this.#slotOf(p.gfns[i]);
+        p.contents.copy(this.#memory[k], (p.gfns[i] - this.#slotGfn[k]) * ps, i * ps, (i + 1) * ps);
+      }
+    }
+    if (s.parts[0].vcpus.length) this.#regs = s.parts[0].vcpus;
+    if (!this.#committed) this.#outputsFrom = c.outputSeq - outputs.length;
+    for (const o of outputs) this.#outputs.push(o);
+    const drop = Math.min(this.#outputs.length, c.clientAcked - this.#outputsFrom);
+    if (drop > 0) {
+      this.#outputs.splice(0, drop);
+      this.#outputsFrom += drop;
+    }
+    this.#committed = c;
+    this.#drop();
+    return c;
+  }
+
+  #lastSlot = 0;
+
+  #slotOf(gfn: number): number {
+    const k = this.#lastSlot;
+    if (k < this.#slotGfn.length && gfn >= this.#slotGfn[k] && gfn < this.#slotGfn[k] + this.#slotPages[k]) return k;
+    for (let i = 0; i < this.#slotGfn.length; i++) {
+      if (gfn >= this.#slotGfn[i] && gfn < this.#slotGfn[i] + this.#slotPages[i]) return (this.#lastSlot = i);
+    }
+    return -1;
+  }
+}

@@ -1,0 +1,212 @@
+// A machine for checkpointing: a VM with its memory slots, vCPUs and the workloads they run,
+// and the dirty-tracking mode chosen from the kernel's capabilities (never from the
+// backend's name). Checkpointer, replica, failover and migration all build their VMs here,
+// so a rebuilt machine has exactly the layout the stream's Header describes.
+//
+// The standard layout (test/helpers/guest.ts, the CLI, the examples):
+//
+//   gfn 0 .. 511           slot 0  harness: page tables + code (host writes only, not logged)
+//   gfn 512 .. 512+data-1  slot 1  workload data, KVM_MEM_LOG_DIRTY_PAGES
+
+import { Cap, MemFlag, PAGE_SIZE } from '../constants';
+import type { Kvm } from '../kvm';
+import type { GuestMemory } from '../memory';
+import type { Vcpu } from '../vcpu';
+import type { Vm } from '../vm';
+import { Workload } from '../workload';
+import type { ReplicaImage } from './image';
+import type { MachineLayout, SlotLayout, VcpuRegs } from './records';
+
+/**
+ * How dirty pages are collected:
+ * - 'ring': per-vCPU dirty rings (KVM_CAP_DIRTY_LOG_RING[_ACQ_REL]), harvest + KVM_RESET_DIRTY_RINGS
+ * - 'bitmap': KVM_GET_DIRTY_LOG, which returns and re-arms in one call
+ * - 'bitmap-clear': KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG of what it returned
+ */
+export type DirtyMode = 'ring' | 'bitmap' | 'bitmap-clear';
+
+export const HARNESS_SLOT = 0;
+export const DATA_SLOT = 1;
+export const DATA_GFN = 512;
+export const HARNESS_BYTES = DATA_GFN * PAGE_SIZE;
+/** Ring entries the kernel keeps in reserve below the ring's size (no PML: 64, kernel-semantics rule 49). */
+export const RING_RESERVED_ENTRIES = 64;
+const RING_MAX_DEFAULT = 65536; // 1 MiB of 16-byte entries
+
+export interface MachineSlot {
+  layout: SlotLayout;
+  memory: GuestMemory;
+  /** the slot's bytes (zero-copy view of the guest memory) */
+  bytes: Buffer;
+}
+
+export interface Machine {
+  kvm: Kvm;
+  vm: Vm;
+  vcpus: Vcpu[];
+  slots: MachineSlot[];
+  mode: DirtyMode;
+  /** ring bytes per vCPU ('ring' mode), else 0 */
+  ringBytes: number;
+  /** the workload loaded on each vCPU (same order as vcpus), null if none */
+  workloads: (Workload | null)[];
+  close(): void;
+}
+
+/** The kernel offers a dirty ring (either flavour). */
+export function hasDirtyRing(kvm: Kvm): boolean {
+  return kvm.checkExtension(Cap.DirtyLogRingAcqRel) > 0 || kvm.checkExtension(Cap.DirtyLogRing) > 0;
+}
+
+/**
+ * The mode to use: 'auto' takes the ring where the kernel offers it, else the bitmap. A mode
+ * the kernel cannot do throws a RangeError that says why.
+ */
+export function chooseMode(kvm: Kvm, requested: DirtyMode | 'auto' = 'auto'): DirtyMode {
+  const ring = hasDirtyRing(kvm);
+  if (requested === 'auto') return ring ? 'ring' : 'bitmap';
+  if (requested === 'ring' && !ring) throw new RangeError('this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING is 0); use --mode bitmap');
+  if (requested === 'bitmap-clear' && kvm.checkExtension(Cap.ManualDirtyLogProtect2) === 0) {
+    throw new RangeError('this KVM has no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2; use --mode bitmap');
+  }
+  if (!['ring', 'bitmap', 'bitmap-clear'].includes(requested)) throw new RangeError(`mode must be 'ring', 'bitmap' or 'bitmap-clear', got ${JSON.stringify(requested)}`);
+  return requested;
+}
+
+/**
+ * Ring bytes for vCPUs that write at most `writesPerRun` entries in one KVM_RUN: a power of
+ * two with room for them above the kernel's reserve, doubled because a host such as this
+ * PVM one logs a page once per write, not once per protect cycle (DESIGN §5). RangeError if
+ * even the largest ring the kernel offers is too small: one run must never overfill a ring.
+ */
+export function ringBytesFor(kvm: Kvm, writesPerRun: number): number {
+  const max = Math.max(kvm.checkExtension(Cap.DirtyLogRingAcqRel), kvm.checkExtension(Cap.DirtyLogRing)) || RING_MAX_DEFAULT * 16;
+  let entries = 256;
+  while (entries < 2 * (writesPerRun + RING_RESERVED_ENTRIES) && entries * 16 < max) entries *= 2;
+  if (writesPerRun + RING_RESERVED_ENTRIES > entries) {
+    throw new RangeError(`one run writes up to ${writesPerRun} pages, more than the largest dirty ring (${max / 16} entries, ${RING_RESERVED_ENTRIES} reserved) holds; use a bitmap mode`);
+  }
+  return entries * 16;
+}
+
+/** Guest writes one run of this workload can make (the bound for the ring's size). */
+export function writesPerRun(w: Workload | null): number {
+  const s = w?.spec;
+  if (!s) return 0;
+  switch (s.kind) {
+    case 'stride': return s.pages;
+    case 'random': return s.pagesPerEpoch;
+    case 'counter': return 1;
+    case 'spin': return 0;
+  }
+}
+
+export interface MachineOptions {
+  /** pages of the logged data slot (from gfn 512) */
+  dataPages: number;
+  vcpus?: number;
+  mode?: DirtyMode | 'auto';
+  /** ring bytes per vCPU (ring mode); default: sized for `workloads` with ringBytesFor */
+  ringBytes?: number;
+  /** the workload of each vCPU (one for all, or one per vCPU) */
+  workloads?: Workload | (Workload | null)[];
+}
+
+/** Builds the standard layout: harness slot 0 (unlogged) and data slot 1 (logged), vCPUs with their workloads loaded. */
+export function createMachine(kvm: Kvm, options: MachineOptions): Machine {
+  const n = options.vcpus ?? 1;
+  const workloads = Array.isArray(options.workloads) ? options.workloads : new Array<Workload | null>(n).fill(options.workloads ?? null);
+  if (workloads.length !== n) throw new RangeError(`${workloads.length} workloads for ${n} vCPUs`);
+  const slots: SlotLayout[] = [
+    { slot: HARNESS_SLOT, guestPhysAddr: 0, size: HARNESS_BYTES, logged: false },
+    { slot: DATA_SLOT, guestPhysAddr: DATA_GFN * PAGE_SIZE, size: options.dataPages * PAGE_SIZE, logged: true },
+  ];
+  return buildMachine(kvm, slots, workloads.map((w, id) => ({ id, workload: w })), options.mode, options.ringBytes);
+}
+
+/** Builds a machine with the layout of a checkpoint stream's Header (vCPUs loaded with their workloads). */
+export function machineFromLayout(kvm: Kvm, layout: MachineLayout, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number): Machine {
+  if (layout.pageSize !== PAGE_SIZE) throw new RangeError(`the stream's page size is ${layout.pageSize}; this machine's is ${PAGE_SIZE}`);
+  if (layout.arch !== kvm.arch) throw new RangeError(`the stream is of an ${layout.arch} machine; this KVM runs ${kvm.arch}`);
+  const vcpus = layout.vcpus.map((v) => ({ id: v.id, workload: v.workload ? workloadOf(v.workload) : null }));
+  return buildMachine(kvm, layout.slots, vcpus, mode, ringBytes);
+}
+
+function workloadOf(spec: NonNullable<MachineLayout['vcpus'][number]['workload']>): Workload {
+  switch (spec.kind) {
+    case 'stride': return Workload.stride(spec);
+    case 'random': return Workload.random(spec);
+    case 'counter': return Workload.counter(spec);
+    case 'spin': return Workload.spin();
+  }
+}
+
+function buildMachine(
+  kvm: Kvm, slots: SlotLayout[], vcpus: { id: number; workload: Workload | null }[],
+  requested: DirtyMode | 'auto' = 'auto', ringBytes?: number,
+): Machine {
+  const mode = chooseMode(kvm, requested);
+  const vm = kvm.createVm();
+  try {
+    let ring = 0;
+    if (mode === 'ring') {
+      ring = ringBytes ?? ringBytesFor(kvm, Math.max(0, ...vcpus.map((v) => writesPerRun(v.workload))));
+      vm.enableDirtyRing(ring);
+    } else if (mode === 'bitmap-clear') {
+      vm.enableManualDirtyLogProtect(1);
+    }
+    const machineSlots: MachineSlot[] = slots.map((s) => {
+      const memory = vm.createMemory(s.size);
+      vm.setUserMemoryRegion({ slot: s.slot, guestPhysAddr: s.guestPhysAddr, memory, flags: s.logged ? MemFlag.LogDirtyPages : 0 });
+      return { layout: { ...s }, memory, bytes: Buffer.from(memory.buffer) };
+    });
+    const cpus = vcpus.map((v) => vm.createVcpu(v.id));
+    vcpus.forEach((v, i) => v.workload && cpus[i].load(v.workload));
+    return {
+      kvm, vm, vcpus: cpus, slots: machineSlots, mode, ringBytes: ring,
+      workloads: vcpus.map((v) => v.workload),
+      close: () => vm.close(),
+    };
+  } catch (e) {
+    vm.close();
+    throw e;
+  }
+}
+
+/** The machine's Header: layout, workloads and each vCPU's special registers now. */
+export function describeMachine(m: Machine): MachineLayout {
+  return {
+    pageSize: PAGE_SIZE,
+    arch: m.kvm.arch,
+    slots: m.slots.map((s) => ({ ...s.layout })),
+    vcpus: m.vcpus.map((v, i) => ({ id: v.id, workload: m.workloads[i]?.spec ?? null, sregs: v.getSregs() })),
+  };
+}
+
+/**
+ * Rebuilds the machine of a replica image, as of its last committed epoch: a new VM of the
+ * Header's layout, the workloads loaded (the emulator runs them as models), then the image's
+ * memory copied into guest memory (host writes: never logged) and the saved special and
+ * general registers set, so the guest resumes exactly where the checkpoint left it.
+ */
+export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number): Machine {
+  const layout = image.layout;
+  if (!layout || !image.restorable) throw new RangeError('the replica has no committed epoch with registers to restore');
+  const m = machineFromLayout(kvm, layout, mode, ringBytes);
+  try {
+    image.memory.forEach((bytes, i) => bytes.copy(m.slots[i].bytes));
+    setRegisters(m, layout, image.regs);
+    return m;
+  } catch (e) {
+    m.close();
+    throw e;
+  }
+}
+
+/** Sets each vCPU's special registers (from the Header) and general registers (from an epoch). */
+export function setRegisters(m: Machine, layout: MachineLayout, regs: readonly VcpuRegs[]): void {
+  m.vcpus.forEach((v, i) => {
+    v.setSregs(layout.vcpus[i].sregs);
+    v.setRegs(regs[i].regs);
+  });
+}

@@ -1,0 +1,299 @@
+// Output commit (the Remus rule): what the guest emits during epoch e leaves the host only
+// after the backup has acknowledged epoch e. Until then the outputs wait here, epoch by
+// epoch; the VM does not wait for them (epoch e + 1 runs while e is in flight).
+//
+// Outputs carry a sequence number from the start of the run (the stream's Commit frames
+// carry it too), and the client connection works like TCP's: the client says which
+// sequence number it expects next (OutputAck) when it accepts a server and as it receives.
+// After a failover the backup resends, from its image, the committed outputs from that
+// number on: the client sees every output once, in order, whichever host it came from.
+
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { randomInt } from 'node:crypto';
+import { FrameDecoder, FrameType, StreamError, type Frame } from './format';
+import { decodeOutputFrame, decodeU64Frame, encodeOutputFrame, encodeU64Frame, packOutput, type OutputRecord } from './records';
+
+interface Held {
+  epoch: number;
+  firstSeq: number;
+  /** packed output pairs (see records.writeEpochHead), null when the epoch emitted none */
+  packed: Uint32Array | null;
+  count: number;
+}
+
+/** Receives released outputs, in order: `firstSeq` is the sequence number of the first. */
+export type ReleaseFn = (firstSeq: number, packed: Uint32Array, count: number) => void;
+
+export class OutputCommit {
+  readonly #held: Held[] = [];
+  #next = 0;
+  /** outputs the client has confirmed (reported in each Commit so a backup can forget them) */
+  clientAcked = 0;
+  #release: ReleaseFn | null;
+  /** clientAcked follows the client's own acks (OutputChannel); otherwise a release is delivery */
+  #clientAcks = false;
+
+  constructor(release?: ReleaseFn) {
+    this.#release = release ?? null;
+  }
+
+  /** Outputs released so far (the next sequence number to release). */
+  get released(): number {
+    return this.#next;
+  }
+
+  /** Outputs waiting for their epoch's ack. */
+  get waiting(): number {
+    return this.#held.reduce((n, h) => n + h.count, 0);
+  }
+
+  /**
+   * The first output's sequence number (the checkpointer calls this). Every output before it
+   * must already be confirmed by the client (a host that took over waits for that, see
+   * OutputChannel.waitAcked), so a new backup never needs them.
+   */
+  start(seq: number): void {
+    this.#next = seq;
+    this.clientAcked = Math.max(this.clientAcked, seq);
+  }
+
+  /** Where released outputs go; `clientAcks`: the receiver confirms them itself (see clientAcked). */
+  setRelease(fn: ReleaseFn, clientAcks = false): void {
+    this.#release = fn;
+    this.#clientAcks = clientAcks;
+  }
+
+  /** Holds epoch `epoch`'s `count` outputs (packed pairs, copied) until ack(epoch). */
+  hold(epoch: number, firstSeq: number, packed: Uint32Array, count: number): void {
+    this.#held.push({ epoch, firstSeq, packed: count ? packed.slice(0, 2 * count) : null, count });
+  }
+
+  /** Epochs up to `epoch` are durable at the backup: release their outputs, in order. */
+  ack(epoch: number): void {
+    while (this.#held.length && this.#held[0].epoch <= epoch) {
+      const h = this.#held.shift()!;
+      if (!h.packed) continue;
+      if (h.firstSeq !== this.#next) throw new Error(`output commit: epoch ${h.epoch} starts at output ${h.firstSeq}, ${this.#next} expected`);
+      this.#next += h.count;
+      this.#release?.(h.firstSeq, h.packed, h.count);
+      if (!this.#clientAcks) this.clientAcked = this.#next;
+    }
+  }
+}
+
+/**
+ * A VM host's connection to the output client: connect, learn which output the client
+ * expects next, then send released outputs; the client's acks update `commit.clientAcked`.
+ */
+export class OutputChannel {
+  readonly #socket: Socket;
+  readonly #streamId = randomInt(1, 0xffff_ffff);
+  #seq = 0;
+  #decoder = new FrameDecoder();
+  #commit: OutputCommit | null = null;
+  #sent = 0;
+  #acked = 0;
+  readonly #ackWaiters: { seq: number; done: () => void }[] = [];
+  #closed = false;
+  onError: (err: Error) => void = () => undefined;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  /** Connects to the client and resolves with the sequence number it expects next. */
+  static connect(port: number, host = '127.0.0.1'): Promise<{ channel: OutputChannel; next: number }> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ port, host, noDelay: true });
+      const ch = new OutputChannel(socket);
+      let hello = false;
+      socket.on('data', (chunk) => {
+        try {
+          ch.#decoder.pushEach(chunk, (f) => {
+            const next = ch.#ackValue(f);
+            if (!hello) {
+              hello = true;
+              ch.#sent = next;
+              resolve({ channel: ch, next });
+            }
+          });
+        } catch (e) {
+          socket.destroy();
+          if (!hello) reject(e);
+          else ch.onError(e as Error);
+        }
+      });
+      socket.on('error', (e) => (hello ? ch.onError(e) : reject(e)));
+      socket.on('close', () => {
+        if (!hello) reject(new Error('the output client closed the connection before its hello'));
+        else if (!ch.#closed) ch.onError(new Error('the output client closed the connection'));
+      });
+    });
+  }
+
+  /** Sends released outputs from now on, and reports the client's acks to `commit`. */
+  attach(commit: OutputCommit): void {
+    this.#commit = commit;
+    commit.clientAcked = Math.max(commit.clientAcked, this.#sent);
+    commit.setRelease((first, packed, count) => this.send(first, packed, count), true);
+  }
+
+  /** Sends outputs [firstSeq, firstSeq + count); they must follow what was sent before. */
+  send(firstSeq: number, packed: ArrayLike<number>, count: number): void {
+    if (firstSeq !== this.#sent) throw new Error(`output channel: sending output ${firstSeq}, ${this.#sent} is next`);
+    this.#sent += count;
+    this.#socket.write(encodeOutputFrame(this.#streamId, this.#seq++, firstSeq, packed, count));
+  }
+
+  /** Sends records (a replica replaying what it holds). */
+  sendRecords(firstSeq: number, outputs: readonly OutputRecord[]): void {
+    const packed = new Uint32Array(2 * outputs.length);
+    outputs.forEach((o, i) => {
+      packed[2 * i] = packOutput(o.port, o.size, o.vcpu);
+      packed[2 * i + 1] = o.value;
+    });
+    if (outputs.length) this.send(firstSeq, packed, outputs.length);
+  }
+
+  get sent(): number {
+    return this.#sent;
+  }
+
+  /** The client's latest OutputAck (the next sequence number it expects). */
+  get acked(): number {
+    return this.#acked;
+  }
+
+  /** Resolves once the client has confirmed every output before `seq`. */
+  waitAcked(seq: number, timeoutMs = 10000): Promise<void> {
+    if (this.#acked >= seq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the output client did not confirm output ${seq - 1} in ${timeoutMs} ms`)), timeoutMs);
+      this.#ackWaiters.push({ seq, done: () => (clearTimeout(timer), resolve()) });
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return new Promise((resolve) => this.#socket.end(resolve));
+  }
+
+  #ackValue(f: Frame): number {
+    if (f.type !== FrameType.OutputAck) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from the output client`);
+    const next = decodeU64Frame(f, 'OutputAck');
+    this.#acked = Math.max(this.#acked, next);
+    for (const w of this.#ackWaiters.filter((x) => x.seq <= this.#acked)) {
+      this.#ackWaiters.splice(this.#ackWaiters.indexOf(w), 1);
+      w.done();
+    }
+    if (this.#commit) this.#commit.clientAcked = Math.max(this.#commit.clientAcked, Math.min(next, this.#sent));
+    return next;
+  }
+}
+
+/**
+ * The client of the guest's output: a server that VM hosts connect to (the primary, and
+ * after a failover the backup that took over). It serves one host at a time: a new host
+ * gets its hello (the next sequence number expected) only once the previous host's
+ * connection has ended, so nothing the old host sent can arrive after it. Every output
+ * must continue the sequence exactly: a gap or a repeat is recorded as a violation, never
+ * silently skipped.
+ */
+export class OutputClient {
+  readonly server: Server;
+  /** every value received, in sequence order */
+  readonly values: number[] = [];
+  /** gaps and duplicates seen (should stay empty) */
+  readonly violations: string[] = [];
+  /** how many hosts have served this client */
+  hosts = 0;
+  #active: Socket | null = null;
+  readonly #queue: Socket[] = [];
+  readonly #listeners = new Set<(n: number) => void>();
+  readonly #streamId = randomInt(1, 0xffff_ffff);
+
+  constructor() {
+    this.server = createServer({ noDelay: true }, (s) => this.#accept(s));
+  }
+
+  listen(port = 0, host = '127.0.0.1'): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve((this.server.address() as { port: number }).port));
+    });
+  }
+
+  /** The sequence number expected next (= outputs received). */
+  get next(): number {
+    return this.values.length;
+  }
+
+  /** Resolves once at least `n` outputs have arrived. */
+  waitFor(n: number, timeoutMs = 30000): Promise<void> {
+    if (this.values.length >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#listeners.delete(check);
+        reject(new Error(`timed out waiting for output #${n} (have ${this.values.length})`));
+      }, timeoutMs);
+      const check = (have: number) => {
+        if (have < n) return;
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        resolve();
+      };
+      this.#listeners.add(check);
+    });
+  }
+
+  close(): Promise<void> {
+    this.#active?.destroy();
+    for (const s of this.#queue) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  #accept(socket: Socket): void {
+    socket.on('error', () => undefined);
+    if (this.#active) this.#queue.push(socket);
+    else this.#serve(socket);
+  }
+
+  #serve(socket: Socket): void {
+    this.#active = socket;
+    this.hosts++;
+    let seq = 0;
+    const decoder = new FrameDecoder();
+    const ack = () => socket.write(encodeU64Frame(FrameType.OutputAck, this.#streamId, seq++, this.values.length));
+    ack();
+    socket.on('data', (chunk) => {
+      try {
+        decoder.pushEach(chunk, (f) => this.#frame(f));
+        ack();
+      } catch (e) {
+        this.violations.push(`host #${this.hosts}: ${(e as Error).message}`);
+        socket.destroy();
+      }
+    });
+    socket.on('close', () => {
+      if (this.#active !== socket) return;
+      this.#active = null;
+      const nextHost = this.#queue.shift();
+      if (nextHost && !nextHost.destroyed) this.#serve(nextHost);
+    });
+  }
+
+  #frame(f: Frame): void {
+    if (f.type !== FrameType.Output) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from a VM host`);
+    const { firstSeq, outputs } = decodeOutputFrame(f);
+    const want = this.values.length;
+    if (firstSeq !== want) {
+      this.violations.push(firstSeq > want
+        ? `gap: outputs ${want}..${firstSeq - 1} never arrived (host #${this.hosts} sent from ${firstSeq})`
+        : `duplicate: host #${this.hosts} resent outputs ${firstSeq}..${Math.min(want, firstSeq + outputs.length) - 1}`);
+      throw new Error(this.violations[this.violations.length - 1]);
+    }
+    for (const o of outputs) this.values.push(o.value);
+    for (const l of [...this.#listeners]) l(this.values.length);
+  }
+}
+

@@ -1,0 +1,141 @@
+// Collecting the pages dirtied since the last collection, the same way for the three modes,
+// into one deduplicated page set.
+//
+// Order (kernel-semantics rule 61, KVM api.rst §7.36): first COLLECT the dirty pages (harvest
+// the rings / KVM_GET_DIRTY_LOG), then RE-ARM them (KVM_RESET_DIRTY_RINGS /
+// KVM_CLEAR_DIRTY_LOG; plain KVM_GET_DIRTY_LOG re-arms as it collects), and only THEN read
+// their contents. A guest write that lands after the read is then logged again and goes into
+// the next epoch. Read first and re-arm after, and a write between the two is in neither the
+// copy nor the next log: the replica would silently miss it. With the vCPUs stopped the order
+// makes no difference; during live migration's pre-copy rounds the guest keeps running and
+// it is what makes the copy correct.
+
+import { DirtyBitmap } from '../bitmap';
+import { DirtyPages } from '../dirty-pages';
+import type { DirtyRing } from '../ring';
+import type { Machine } from './machine';
+
+/**
+ * A set of guest pages without duplicates, in the order they were added, allocated once:
+ * entry i is page `pages[i]` of machine slot `slotIndex[i]` (index into machine.slots).
+ */
+export class PageSet {
+  count = 0;
+  slotIndex: Uint32Array;
+  pages: Uint32Array;
+  /** stamps[s][p] === generation: page p of slot s is in the set */
+  readonly #stamps: Uint32Array[];
+  #generation = 1;
+
+  constructor(slotPages: readonly number[], initialCapacity = 1024) {
+    this.#stamps = slotPages.map((n) => new Uint32Array(n));
+    this.slotIndex = new Uint32Array(initialCapacity);
+    this.pages = new Uint32Array(initialCapacity);
+  }
+
+  /** Adds page `page` of slot `slot` unless it is in already (the ring may repeat a page, DESIGN §5). */
+  add(slot: number, page: number): void {
+    const stamps = this.#stamps[slot];
+    if (stamps[page] === this.#generation) return;
+    stamps[page] = this.#generation;
+    if (this.count === this.pages.length) this.#grow();
+    this.slotIndex[this.count] = slot;
+    this.pages[this.count] = page;
+    this.count++;
+  }
+
+  clear(): void {
+    this.count = 0;
+    if (++this.#generation === 0xffff_ffff) {
+      for (const s of this.#stamps) s.fill(0);
+      this.#generation = 1;
+    }
+  }
+
+  #grow(): void {
+    const n = this.pages.length * 2;
+    const s = new Uint32Array(n);
+    s.set(this.slotIndex);
+    const p = new Uint32Array(n);
+    p.set(this.pages);
+    this.slotIndex = s;
+    this.pages = p;
+  }
+}
+
+export class DirtyTracker {
+  readonly #m: Machine;
+  readonly #rings: DirtyRing[];
+  readonly #batch: DirtyPages | null;
+  /** kernel slot number -> index into machine.slots */
+  readonly #slotIndex = new Map<number, number>();
+  readonly #logged: { index: number; slot: number; pages: number; bitmap: DirtyBitmap }[];
+  /** ring entries collected by the last collect() (duplicates included) */
+  lastRingEntries = 0;
+
+  constructor(machine: Machine) {
+    this.#m = machine;
+    machine.slots.forEach((s, i) => this.#slotIndex.set(s.layout.slot, i));
+    this.#logged = machine.slots
+      .map((s, index) => ({ index, slot: s.layout.slot, pages: s.layout.size / 4096, logged: s.layout.logged }))
+      .filter((s) => s.logged)
+      .map((s) => ({ index: s.index, slot: s.slot, pages: s.pages, bitmap: new DirtyBitmap(s.pages) }));
+    if (machine.mode === 'ring') {
+      this.#rings = machine.vcpus.map((v) => {
+        if (!v.dirtyRing) throw new RangeError(`vCPU ${v.id} has no dirty ring (the ring must be enabled before the vCPUs are created)`);
+        return v.dirtyRing;
+      });
+      this.#batch = new DirtyPages(Math.max(...this.#rings.map((r) => r.entries)));
+    } else {
+      this.#rings = [];
+      this.#batch = null;
+    }
+  }
+
+  /** A PageSet sized for this machine's slots. */
+  newPageSet(): PageSet {
+    return new PageSet(this.#m.slots.map((s) => s.layout.size / 4096));
+  }
+
+  /**
+   * Adds every page dirtied since the last call to `into` and re-arms those pages (collect,
+   * then re-arm: see the top of this file). Read the pages' contents only after this returns.
+   */
+  collect(into: PageSet): void {
+    if (this.#batch) this.#collectRings(into, this.#batch);
+    else this.#collectBitmaps(into);
+  }
+
+  #collectRings(into: PageSet, batch: DirtyPages): void {
+    let entries = 0;
+    for (const ring of this.#rings) {
+      for (;;) {
+        batch.clear();
+        const n = ring.harvest(batch);
+        entries += n;
+        for (let i = 0; i < n; i++) {
+          const k = this.#slotIndex.get(batch.slots[i]);
+          // An entry of a slot this machine does not know (deleted since) has nothing to copy.
+          if (k !== undefined) into.add(k, batch.offsets[i]);
+        }
+        if (n < batch.capacity) break;
+      }
+    }
+    this.lastRingEntries = entries;
+    // Re-arm what was harvested: KVM_RESET_DIRTY_RINGS re-protects the pages and frees the entries.
+    if (entries > 0) this.#m.vm.resetDirtyRings();
+  }
+
+  #collectBitmaps(into: PageSet): void {
+    const vm = this.#m.vm;
+    const clear = this.#m.mode === 'bitmap-clear';
+    for (const s of this.#logged) {
+      // Without manual protect, KVM_GET_DIRTY_LOG returns the bits and re-arms those pages atomically.
+      vm.getDirtyLog(s.slot, s.bitmap);
+      // With manual protect, GET only reads; KVM_CLEAR_DIRTY_LOG re-arms exactly the pages it returned.
+      if (clear) vm.clearDirtyLog(s.slot, 0, s.pages, s.bitmap);
+      const k = s.index;
+      s.bitmap.forEach((p) => into.add(k, p));
+    }
+  }
+}

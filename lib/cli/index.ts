@@ -1,0 +1,62 @@
+// The checkpointing commands of the kvm-dirty CLI: checkpoint, replica, restore, migrate,
+// failover-test. bin/kvm-dirty.ts registers them with registerCheckpointCommands().
+
+import { Option, type Command } from 'commander';
+import { checkpointCommand } from './checkpoint';
+import { positiveInt, positiveNumber, hostPort } from './common';
+import { failoverCommand } from './failover';
+import { migrateCommand } from './migrate';
+import { replicaCommand } from './replica';
+import { restoreCommand } from './restore';
+
+function guestOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--workload <kind>', 'guest workload').choices(['stride', 'random', 'counter']).default('stride'))
+    .option('--pages <K>', 'pages the workload writes per epoch (counter: outputs per epoch)', positiveInt('--pages'), 64)
+    .option('--guest-mib <M>', 'guest memory in MiB (the first 2 MiB hold the guest harness)', positiveInt('--guest-mib'), 64)
+    .addOption(new Option('--mode <mode>', 'dirty tracking (auto: the ring where the kernel has one, else the bitmap)').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'));
+}
+
+export function registerCheckpointCommands(program: Command, backendOptions: (cmd: Command) => Command): void {
+  guestOptions(backendOptions(program.command('checkpoint')))
+    .description('run a workload under checkpointing, to a file or to a backup replica')
+    .option('--out <file>', 'write the checkpoint stream to this file')
+    .option('--backup <host:port>', 'send the checkpoint stream to a replica (`kvm-dirty replica --listen`)', hostPort)
+    .option('--epochs <N>', 'stop after N epochs', positiveInt('--epochs'))
+    .option('--seconds <S>', 'stop after S seconds', positiveNumber('--seconds'))
+    .option('--epoch-ms <ms>', 'time budget of one epoch (vcpu.kick() ends it)', positiveNumber('--epoch-ms'), 50)
+    .option('--json', 'print a JSON summary at the end')
+    .action(checkpointCommand);
+
+  program.command('replica')
+    .description('receive checkpoint streams, apply each epoch atomically and acknowledge it')
+    .requiredOption('--listen <port>', 'TCP port to listen on (0: any)', (v) => Number(v))
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--once', 'exit after the first stream ends')
+    .option('--json', 'one JSON line per event')
+    .action(replicaCommand);
+
+  backendOptions(program.command('restore'))
+    .description('rebuild a VM from a checkpoint file, run one more epoch and verify it')
+    .argument('<file>', 'a file written by `kvm-dirty checkpoint --out`')
+    .addOption(new Option('--mode <mode>', 'dirty tracking of the rebuilt VM').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
+    .option('--json', 'machine-readable output')
+    .action(restoreCommand);
+
+  guestOptions(backendOptions(program.command('migrate')))
+    .description('pre-copy live migration of a running workload to a second VM (same process)')
+    .option('--rounds <N>', 'at most N pre-copy rounds', positiveInt('--rounds'), 8)
+    .option('--threshold <pages>', 'stop-and-copy once a round dirtied fewer pages', positiveInt('--threshold'), 256)
+    .option('--round-ms <ms>', 'guest run time between rounds', positiveNumber('--round-ms'), 20)
+    .option('--json', 'machine-readable output')
+    .action(migrateCommand);
+
+  program.command('failover-test')
+    .description('kill a Remus primary process with SIGKILL again and again; check the client sees no gap and no duplicate')
+    .option('--kills <N>', 'kills per backend', positiveInt('--kills'), 50)
+    .option('--backends <list>', 'comma-separated: native,emulator (native is skipped where it cannot open)', 'native,emulator')
+    .addOption(new Option('--mode <mode>', 'dirty tracking').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
+    .option('--verbose', 'a line per kill')
+    .option('--json', 'machine-readable output')
+    .action(failoverCommand);
+}
