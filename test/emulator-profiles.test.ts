@@ -1,6 +1,6 @@
 // The emulator's architecture profiles (DESIGN.md §4): what KVM_CHECK_EXTENSION answers and
 // how KVM_ENABLE_CAP of the ring caps behaves on each (kernel-semantics.md §2-§4, rule 19).
-import { Cap, openKvm, type Arch } from '../lib';
+import { Cap, MemFlag, Workload, openKvm, type Arch } from '../lib';
 import { expectKvmError } from './helpers/backends';
 
 const MIB = 1 << 20;
@@ -87,5 +87,23 @@ describe('rule 19 on the emulator: every check, in order', () => {
     expectKvmError(() => vm.enableCmma(), 'ENOTTY', 'KVM_SET_DEVICE_ATTR');
     expect(() => vm.emulator!.essa(600, 1)).toThrow(expect.objectContaining({ code: 'ENOTTY' }));
     kvm.close();
+  });
+});
+
+describe('the workload models run on every profile', () => {
+  test.each(['arm64', 's390x'] as const)('%s: a stride epoch exits with the x86 harness\'s OUT and logs its pages', (arch) => {
+    const kvm = openKvm({ backend: 'emulator', arch });
+    try {
+      const vm = kvm.createVm();
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: vm.createMemory(2 * 1024 * 1024) });
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 * 1024 * 1024, memory: vm.createMemory(64 * 4096), flags: MemFlag.LogDirtyPages });
+      const v = vm.createVcpu(0);
+      v.load(Workload.stride({ firstPage: 520, pages: 3 }));
+      expect(v.run().io).toEqual({ port: 0x10, direction: 'out', size: 1, count: 1, value: 1 });
+      expect(v.runBuffer.byteLength).toBe(kvm.getVcpuMmapSize());
+      expect(vm.getDirtyLog(1).toArray()).toEqual([8, 9, 10]);
+    } finally {
+      kvm.close();
+    }
   });
 });

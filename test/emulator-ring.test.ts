@@ -6,7 +6,7 @@
 //   gfn 512 .. 1535    slot 1  logged; entry.offset = gfn - 512
 import { Cap, DirtyBitmap, DirtyPages, ExitReason, MemFlag, Workload, openKvm, type Kvm, type Vcpu } from '../lib';
 import { STRIDE_GPA } from '../lib/guest/x86';
-import { expectKvmError } from './helpers/backends';
+import { backends, expectKvmError } from './helpers/backends';
 import { DATA_GFN, DATA_SLOT, makeGuest, range } from './helpers/guest';
 
 const PAGE = 4096;
@@ -178,6 +178,47 @@ describe('emulator dirty ring (x86_64 profile)', () => {
     expect(harvest(v)).toEqual([[1, 20], ...pages, [1, 13]]);
   });
 
+  test('rule 58: a batch whose highest page is beyond its (re-created, smaller) slot is not re-protected at all', () => {
+    const vm = kvm.createVm();
+    vm.enableDirtyRing(4096);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memory: vm.createMemory(128 * PAGE), flags: MemFlag.LogDirtyPages });
+    const v = vm.createVcpu(0);
+    const hook = vm.emulator!;
+    hook.guestWrite(0, 0x100000 + 95 * PAGE);
+    hook.guestWrite(0, 0x100000 + 101 * PAGE);
+    expect(harvest(v)).toEqual([[1, 95], [1, 101]]);
+    vm.setUserMemoryRegion({ slot: 1, memory: null });
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memory: vm.createMemory(100 * PAGE), flags: MemFlag.LogDirtyPages });
+    hook.guestWrite(0, 0x100000 + 95 * PAGE); // the new slot's page 95: logged, now writable
+    expect(vm.resetDirtyRings()).toBe(2); // batch (slot 1, offset 95, bits 0 and 6): 101 >= 100, skipped whole
+    hook.guestWrite(0, 0x100000 + 95 * PAGE);
+    expect(v.dirtyRing!.pending()).toBe(1); // still writable: not logged again
+    expect(harvest(v)).toEqual([[1, 95]]);
+    expect(vm.resetDirtyRings()).toBe(1); // batch (1, 95, bit 0): re-protected
+    hook.guestWrite(0, 0x100000 + 95 * PAGE);
+    expect(harvest(v)).toEqual([[1, 95]]);
+  });
+
+  test('rules 47, 54: RESET on an entry never pushed is consumed; the vCPU runs until a push raises the request', () => {
+    const g = makeGuest(kvm, { ringBytes: 4096 });
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 1 }));
+    const buf = g.vcpu.dirtyRing!.buffer;
+    setFlags(buf, 0, 2);
+    expect(g.vm.resetDirtyRings()).toBe(1); // reset_index 1, dirty_index 0: "used" wraps to 2^32 - 1
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      // no KVM_REQ_DIRTY_RING_SOFT_FULL is pending, so the guest runs; its push (with the
+      // kernel's "should never get full" WARN) brings used back to 0
+      expect(g.vcpu.run().io?.value).toBe(1);
+      expect(warn).toHaveBeenCalledTimes(1);
+    } finally {
+      warn.mockRestore();
+    }
+    expect(entry(buf, 0)).toEqual({ flags: 1, slot: DATA_SLOT, offset: BigInt(600 - DATA_GFN) });
+    expect(harvest(g.vcpu)).toHaveLength(1);
+    expect(g.vm.resetDirtyRings()).toBe(0); // reset_index is past entry 0 already
+  });
+
   test('rules 53, 55, 62: EINVAL without a ring, 0 without vCPUs, one reset sums all vCPUs', () => {
     const plain = kvm.createVm();
     expectKvmError(() => plain.resetDirtyRings(), 'EINVAL', 'KVM_RESET_DIRTY_RINGS');
@@ -237,6 +278,58 @@ describe('emulator dirty ring (x86_64 profile)', () => {
   });
 });
 
+// Where the native backend runs, the emulator's buffers must be byte-for-byte what the kernel
+// hands out: same sizes, same ring entries, same kvm_run fields, same registers.
+const native = backends().find((b) => b.name === 'native');
+(native && !native.skipReason ? describe : describe.skip)('emulator layout equals the native backend\'s', () => {
+  test('sizes, ring entries, kvm_run and registers after the same stride epochs', () => {
+    const kn = native!.open();
+    const ke = openKvm({ backend: 'emulator' });
+    try {
+      expect(ke.getVcpuMmapSize()).toBe(kn.getVcpuMmapSize());
+      for (const cap of [Cap.DirtyLogRing, Cap.DirtyLogRingAcqRel, Cap.DirtyLogRingWithBitmap, Cap.ManualDirtyLogProtect2, Cap.NrMemslots, Cap.MaxVcpus, Cap.MaxVcpuId, Cap.MultiAddressSpace, Cap.S390CmmaMigration]) {
+        expect([cap, ke.checkExtension(cap)]).toEqual([cap, kn.checkExtension(cap)]);
+      }
+      const [n, e] = [kn, ke].map((k) => makeGuest(k, { ringBytes: 8192 }));
+      for (const g of [n, e]) g.vcpu.load(Workload.stride({ firstPage: 600, pages: 10, stridePages: 7 }));
+      for (let epoch = 1; epoch <= 3; epoch++) {
+        const [xn, xe] = [n, e].map((g) => g.vcpu.run());
+        expect(xe).toEqual(xn);
+        expect(e.vcpu.getRegs()).toEqual(n.vcpu.getRegs());
+        const runBytes = (g: typeof n) => [...new Uint8Array(g.vcpu.runBuffer, 8, 4), ...new Uint8Array(g.vcpu.runBuffer, 32, 16), new Uint8Array(g.vcpu.runBuffer)[4096]];
+        expect(runBytes(e)).toEqual(runBytes(n));
+        const ringBytes = (g: typeof n) => Buffer.from(g.vcpu.dirtyRing!.buffer.slice(0, 16 * 30)).toString('hex');
+        expect(ringBytes(e)).toEqual(ringBytes(n));
+        for (const g of [n, e]) {
+          harvest(g.vcpu);
+          g.vm.resetDirtyRings();
+        }
+      }
+      expect(Buffer.from(e.data.buffer).equals(Buffer.from(n.data.buffer))).toBe(true);
+      expect(Buffer.from(e.harness.buffer).equals(Buffer.from(n.harness.buffer))).toBe(true);
+      // MMIO stores past the slot's end, then the counter: exits and registers step by step
+      const steps: Array<[Workload, number]> = [
+        [Workload.stride({ firstPage: DATA_GFN + 1020, pages: 8 }), 6],
+        [Workload.stride({ firstPage: 600, pages: 0 }), 2],
+        [Workload.random({ firstPage: DATA_GFN + 1000, spanPages: 300, pagesPerEpoch: 12, seed: 3n }), 20],
+        [Workload.counter({ page: 700 }), 20],
+        [Workload.counter({ page: 5000 }), 3],
+      ];
+      for (const [w, runs] of steps) {
+        for (const g of [n, e]) g.vcpu.load(w);
+        for (let i = 0; i < runs; i++) {
+          const [xn, xe] = [n, e].map((g) => g.vcpu.run());
+          expect(xe).toEqual(xn);
+          expect(e.vcpu.getRegs()).toEqual(n.vcpu.getRegs());
+        }
+      }
+    } finally {
+      kn.close();
+      ke.close();
+    }
+  });
+});
+
 describe('emulator dirty ring with bitmap (arm64 profile)', () => {
   let kvm: Kvm;
   beforeEach(() => (kvm = openKvm({ backend: 'emulator', arch: 'arm64' })));
@@ -289,6 +382,9 @@ describe('emulator dirty ring with bitmap (arm64 profile)', () => {
     expectKvmError(() => vm.setMigrationMode(true), 'ENXIO', 'KVM_SET_DEVICE_ATTR');
     expectKvmError(() => vm.getMigrationMode(), 'EINVAL', 'KVM_GET_DEVICE_ATTR');
     expect(vm.hasDeviceAttr(4, 1)).toBe(false);
+    // group 0 attr 0 is KVM_ARM_VM_SMCCC_CTRL / KVM_ARM_VM_SMCCC_FILTER there
+    expect(vm.hasDeviceAttr(0, 0)).toBe(true);
+    expectKvmError(() => vm.enableCmma(), 'EFAULT', 'KVM_SET_DEVICE_ATTR');
     expect(kvm.checkExtension(Cap.S390CmmaMigration)).toBe(0);
   });
 });

@@ -8,9 +8,13 @@ import { DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET, DIRTY_GFN_SIZE } from '../constan
 const U32_PER_ENTRY = DIRTY_GFN_SIZE / 4;
 const TWO_32 = 0x1_0000_0000;
 
-/** Re-protects one harvested page; `slot` and `offset` are the entry's, possibly stale (rule 56). */
+/**
+ * kvm_reset_dirty_gfn(): re-protects pages offset + i of `slot` for each bit i of the 64-bit
+ * mask (maskLo = bits 0-31, maskHi = bits 32-63). `slot` and `offset` come from the entries,
+ * possibly stale (rule 56).
+ */
 export interface Reprotector {
-  reprotect(slot: number, offset: number): void;
+  reprotect(slot: number, offset: number, maskLo: number, maskHi: number): void;
 }
 
 export class EmulatedRing {
@@ -25,6 +29,8 @@ export class EmulatedRing {
   #dirtyIndex = 0;
   #resetIndex = 0;
   #warnedFull = false;
+  /** KVM_REQ_DIRTY_RING_SOFT_FULL, raised by a push that left the ring soft-full (rule 46). */
+  softFullRequest = false;
 
   /** kvm_dirty_ring_alloc(): a zeroed array of `bytes / 16` entries (rule 28). */
   constructor(bytes: number, reservedEntries: number) {
@@ -50,9 +56,21 @@ export class EmulatedRing {
   }
 
   /**
+   * kvm_dirty_ring_check_request() (rule 47), before each guest entry: with the request
+   * pending and the ring still soft-full, true (KVM_EXIT_DIRTY_RING_FULL; the request stays);
+   * with the ring no longer soft-full, the request is dropped (rule 60).
+   */
+  checkRequest(): boolean {
+    if (!this.softFullRequest) return false;
+    if (this.softFull()) return true;
+    this.softFullRequest = false;
+    return false;
+  }
+
+  /**
    * kvm_dirty_ring_push() (rule 33): slot and offset first, then flags = DIRTY, then
-   * dirty_index++. Returns true if the ring is soft-full afterwards (the caller raises
-   * KVM_REQ_DIRTY_RING_SOFT_FULL, rule 46).
+   * dirty_index++. If the ring is soft-full afterwards, raises KVM_REQ_DIRTY_RING_SOFT_FULL
+   * (rule 46) and returns true: the vCPU exits before its next instruction.
    */
   push(slot: number, offset: number): boolean {
     if (((this.#dirtyIndex - this.#resetIndex) >>> 0) >= this.size && !this.#warnedFull) {
@@ -69,27 +87,67 @@ export class EmulatedRing {
     // JS thread, so program order already publishes slot and offset before flags.
     u32[e] = DIRTY_GFN_F_DIRTY;
     this.#dirtyIndex = (this.#dirtyIndex + 1) >>> 0;
-    return ((this.#dirtyIndex - this.#resetIndex) >>> 0) >= this.softLimit;
+    if (((this.#dirtyIndex - this.#resetIndex) >>> 0) < this.softLimit) return false;
+    this.softFullRequest = true;
+    return true;
   }
 
   /**
-   * kvm_dirty_ring_reset() (rules 54-56): from reset_index, while the entry has the RESET bit
-   * (the DIRTY bit is not looked at), re-protect its page, zero its flags and count it.
-   * Stops at the first entry without RESET; like the kernel, it does not compare with
-   * dirty_index, so RESET written on an entry the kernel never pushed is consumed too.
+   * kvm_dirty_ring_reset() (rules 54-56, 58): from reset_index, while the entry has the RESET
+   * bit (the DIRTY bit is not looked at), zero its flags and count it. Stops at the first
+   * entry without RESET; like the kernel, it does not compare with dirty_index, so RESET
+   * written on an entry the kernel never pushed is consumed too. The pages are re-protected
+   * in the kernel's batches: consecutive entries of one slot within a 64-page window, the
+   * window sliding down for an entry up to 63 pages below it while no bit falls out; a batch
+   * whose highest page lies beyond its slot is skipped whole (kvm_reset_dirty_gfn()).
    * Returns the count.
    */
   reset(target: Reprotector): number {
     const u32 = this.#u32;
     let count = 0;
+    let curSlot = 0;
+    let curOffset = 0;
+    let maskLo = 0; // mask == 0: no batch yet
+    let maskHi = 0;
     for (;;) {
       const e = (this.#resetIndex & this.#mask) * U32_PER_ENTRY;
       if ((u32[e] & DIRTY_GFN_F_RESET) === 0) break; // same thread as the harvester: no fence needed
-      target.reprotect(u32[e + 1], u32[e + 2] + u32[e + 3] * TWO_32);
+      const nextSlot = u32[e + 1];
+      const nextOffset = u32[e + 2] + u32[e + 3] * TWO_32;
       u32[e] = 0; // kvm_dirty_gfn_set_invalid()
       this.#resetIndex = (this.#resetIndex + 1) >>> 0;
       count++;
+      if ((maskLo | maskHi) !== 0) {
+        if (nextSlot === curSlot) {
+          const delta = nextOffset - curOffset;
+          if (delta >= 0 && delta < 64) {
+            if (delta < 32) maskLo = (maskLo | (1 << delta)) >>> 0;
+            else maskHi = (maskHi | (1 << (delta - 32))) >>> 0;
+            continue;
+          }
+          // Backwards visit: shift the window down if no set bit falls out of it
+          if (delta > -64 && delta < 0 && fls64(maskLo, maskHi) - delta < 64) {
+            const sh = -delta;
+            if (sh >= 32) {
+              maskHi = (maskLo << (sh - 32)) >>> 0;
+              maskLo = 0;
+            } else {
+              maskHi = ((maskHi << sh) | (maskLo >>> (32 - sh))) >>> 0;
+              maskLo = (maskLo << sh) >>> 0;
+            }
+            maskLo = (maskLo | 1) >>> 0;
+            curOffset = nextOffset;
+            continue;
+          }
+        }
+        target.reprotect(curSlot, curOffset, maskLo, maskHi);
+      }
+      curSlot = nextSlot;
+      curOffset = nextOffset;
+      maskLo = 1;
+      maskHi = 0;
     }
+    if ((maskLo | maskHi) !== 0) target.reprotect(curSlot, curOffset, maskLo, maskHi);
     return count;
   }
 
@@ -104,4 +162,9 @@ export class EmulatedRing {
     structuredClone(this.#buffer, { transfer: [this.#buffer] });
     this.#u32 = new Uint32Array(kernelCopy);
   }
+}
+
+/** __fls() of a non-zero 64-bit mask given as two u32 halves: the index of its highest set bit. */
+export function fls64(lo: number, hi: number): number {
+  return hi !== 0 ? 63 - Math.clz32(hi) : 31 - Math.clz32(lo);
 }

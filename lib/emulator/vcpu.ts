@@ -2,7 +2,7 @@
 // page, the dirty ring, KVM_GET/SET_REGS and _SREGS.
 //
 // KVM_RUN, as vcpu_run()/vcpu_enter_guest() order it:
-//   1. finish the instruction that exited to userspace (an OUT, or a load from MMIO);
+//   1. finish a load from MMIO that exited to userspace, with kvm_run.mmio.data;
 //   2. a pending kick (or kvm_run.immediate_exit) -> EINTR, reported as ExitReason.Intr;
 //   3. KVM_REQ_DIRTY_RING_SOFT_FULL with the ring still soft-full -> KVM_EXIT_DIRTY_RING_FULL
 //      at once, nothing pushed (rules 47-48);
@@ -21,7 +21,7 @@
 
 import type { BackendVcpu, ExitInfo, Regs, Segment, Sregs, WorkloadSpec } from '../backend';
 import { EXIT_IO_OUT, ExitReason, PAGE_SIZE } from '../constants';
-import { KvmError, fail } from '../errors';
+import { Errno, KvmError, fail } from '../errors';
 import { Access, ModelCpu, R, REG_NAMES, Stop, runModel, type GuestBus } from '../guest/model';
 import { HARNESS_SIZE, MAX_MAP_BYTES, SPIN_CODE, SPIN_GPA, installHarness, longModeSregs, workloadRegs } from '../guest/x86';
 import type { Memslot } from './memory';
@@ -111,7 +111,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   }
 
   runAsync(): Promise<ExitInfo> {
-    if (this.#running) return Promise.reject(new KvmError(16 /* EBUSY */, 'KVM_RUN', 'runAsync() is already in progress'));
+    if (this.#running) return Promise.reject(new KvmError(Errno.EBUSY, 'KVM_RUN', 'runAsync() is already in progress'));
     this.#running = true;
     return new Promise<ExitInfo>((resolve, reject) => {
       let entered = false;
@@ -150,7 +150,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
     const cpu = this.#cpu;
     cpu.completeUserspaceIo(this.#run.getUint32(RUN_UNION + 8, true), this.#run.getUint32(RUN_UNION + 12, true));
     if (this.#kicked || this.#run.getUint8(RUN_IMMEDIATE_EXIT) !== 0) return this.#intr();
-    if (this.ring !== null && this.ring.softFull()) return this.#reason(ExitReason.DirtyRingFull);
+    if (this.ring !== null && this.ring.checkRequest()) return this.#reason(ExitReason.DirtyRingFull);
     if (this.#layoutStale) this.#readLayout();
     if (!this.#longMode) return this.#exit(Stop.Unknown);
     return null;
@@ -183,20 +183,23 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
         run.setUint32(RUN_UNION + 4, 1, true);
         run.setUint32(RUN_UNION + 8, PIO_DATA_OFFSET, true); // data_offset (u64)
         run.setUint32(RUN_UNION + 12, 0, true);
-        if (run.byteLength >= PIO_DATA_OFFSET + 4) run.setUint32(PIO_DATA_OFFSET, e.value, true);
+        // the data page exists on x86 only; elsewhere the OUT is the x86 harness's stand-in exit
+        if (this.#vm.profile.arch === 'x86_64') run.setUint32(PIO_DATA_OFFSET, e.value, true);
         this.#reason(ExitReason.Io);
         return { reason: ExitReason.Io, io: { port: e.port, direction: 'out', size: e.size, count: 1, value: e.value } };
       }
       case Stop.Mmio: {
         run.setUint32(RUN_UNION, e.gpa % TWO_32, true);
         run.setUint32(RUN_UNION + 4, Math.floor(e.gpa / TWO_32), true);
-        run.setUint32(RUN_UNION + 8, e.lo, true);
-        run.setUint32(RUN_UNION + 12, e.hi, true);
+        if (e.isWrite) {
+          run.setUint32(RUN_UNION + 8, e.lo, true); // a load leaves mmio.data for userspace to fill
+          run.setUint32(RUN_UNION + 12, e.hi, true);
+        }
         run.setUint32(RUN_UNION + 16, e.len, true);
         run.setUint8(RUN_UNION + 20, e.isWrite ? 1 : 0);
         this.#reason(ExitReason.Mmio);
-        const data: number[] = [];
-        for (let i = 0; i < e.len; i++) data.push(run.getUint8(RUN_UNION + 8 + i));
+        const data: number[] = []; // the bytes written; a load has none yet
+        if (e.isWrite) for (let i = 0; i < e.len; i++) data.push(run.getUint8(RUN_UNION + 8 + i));
         return { reason: ExitReason.Mmio, mmio: { physAddr: e.gpa, len: e.len, isWrite: e.isWrite, data } };
       }
       case Stop.RingFull:
@@ -234,8 +237,8 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
     const u32 = s.memory.u32;
     if (byte + 8 > u32.length * 4) return Access.Efault;
     if ((byte & 3) === 0 && gpa - gfn * PAGE_SIZE <= PAGE_SIZE - 8) {
-      u32[byte >>> 2] = lo;
-      u32[(byte >>> 2) + 1] = hi;
+      u32[byte / 4] = lo; // not >>> 2: guest memory may exceed 4 GiB
+      u32[byte / 4 + 1] = hi;
     } else {
       return this.#writeSplit(gpa, lo, hi);
     }
@@ -383,7 +386,6 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
     installHarness(view, Math.min(end, MAX_MAP_BYTES));
     this.setSregs(longModeSregs(this.#sregs));
     this.setRegs(regs);
-    this.#cpu.pendingPio = -1;
     this.#cpu.pendingMmioRead = -1;
     this.#layoutStale = true;
   }

@@ -16,7 +16,7 @@ import { fail } from '../errors';
 import { EmulatedCmma, type CmmaSlot } from './cmma';
 import { EmulatedMemory, Memslot, bitmapWords32 } from './memory';
 import { checkExtension, type Profile } from './profiles';
-import type { Reprotector } from './ring';
+import { fls64, type Reprotector } from './ring';
 import { EmulatedVcpu } from './vcpu';
 
 /** KVM_MEM_MAX_NR_PAGES on 64-bit hosts. */
@@ -318,10 +318,16 @@ export class EmulatedVm implements BackendVm, Reprotector {
     }
   }
 
-  /** kvm_reset_dirty_gfn() (rule 56): re-protect if the slot and offset still name a page. */
-  reprotect(slot: number, offset: number): void {
+  /**
+   * kvm_reset_dirty_gfn() (rules 56, 58): re-protect the batch's pages, unless the slot no
+   * longer exists or the batch's highest page lies beyond it (then nothing is re-protected).
+   */
+  reprotect(slot: number, offset: number, maskLo: number, maskHi: number): void {
+    if (slot >>> 16 >= this.profile.addressSpaces || (slot & 0xffff) >= this.profile.userMemSlots) return;
     const s = this.#slots.get(slot);
-    if (s !== undefined && offset < s.npages) s.reprotect(offset);
+    if (s === undefined || offset + fls64(maskLo, maskHi) >= s.npages) return;
+    for (let m = maskLo; m !== 0; m &= m - 1) s.reprotect(offset + 31 - Math.clz32(m & -m));
+    for (let m = maskHi; m !== 0; m &= m - 1) s.reprotect(offset + 32 + 31 - Math.clz32(m & -m));
   }
 
   /** kvm_vm_ioctl_reset_dirty_pages() (rules 53-62). */
@@ -392,7 +398,7 @@ export class EmulatedVm implements BackendVm, Reprotector {
 
   setDeviceAttr(group: number, attr: number, value?: bigint): void {
     if (this.#cmma !== null) return this.#cmma.setDeviceAttr(group, attr, value);
-    return this.#noVmAttrs('KVM_SET_DEVICE_ATTR', group, attr);
+    return this.#noVmAttrs('KVM_SET_DEVICE_ATTR', group, attr, value);
   }
 
   getDeviceAttr(group: number, attr: number): bigint {
@@ -410,13 +416,17 @@ export class EmulatedVm implements BackendVm, Reprotector {
 
   /**
    * VM device attributes where there is no CMMA. x86: kvm_arch_vm_ioctl() knows none (ENOTTY,
-   * rule 99). arm64 (arch/arm64/kvm/arm.c kvm_vm_ioctl_set_attr()): only group
-   * KVM_ARM_VM_SMCCC_CTRL, whose one attribute (the SMCCC filter) wants a struct
-   * kvm_smccc_filter this call does not pass (EINVAL); any other group is ENXIO.
+   * rule 99). arm64 (arch/arm64/kvm/arm.c kvm_vm_set_attr()): only group
+   * KVM_ARM_VM_SMCCC_CTRL, whose one attribute, the SMCCC filter, copies a 24-byte struct
+   * kvm_smccc_filter from attr.addr: EFAULT from address 0 (no value), and a u64 is not a
+   * valid filter (EINVAL); any other group is ENXIO.
    */
-  #noVmAttrs(ioctl: string, group: number, attr: number): never {
+  #noVmAttrs(ioctl: string, group: number, attr: number, value?: bigint): never {
     if (this.profile.arch === 'arm64') {
-      if (group === ARM_VM_SMCCC_CTRL && attr === ARM_VM_SMCCC_FILTER) fail('EINVAL', ioctl, 'KVM_ARM_VM_SMCCC_FILTER needs a struct kvm_smccc_filter');
+      if (group === ARM_VM_SMCCC_CTRL && attr === ARM_VM_SMCCC_FILTER) {
+        if (value === undefined) fail('EFAULT', ioctl, 'KVM_ARM_VM_SMCCC_FILTER reads a struct kvm_smccc_filter from attr.addr 0');
+        fail('EINVAL', ioctl, 'KVM_ARM_VM_SMCCC_FILTER needs a struct kvm_smccc_filter, not a u64');
+      }
       fail('ENXIO', ioctl, `arm64 VMs have no attribute group ${group}`);
     }
     fail('ENOTTY', ioctl, 'x86 VMs have no device attributes (rule 99)');

@@ -2,15 +2,20 @@
 //
 // The model executes that code instruction by instruction, at the same guest-physical
 // addresses, on the same registers, so the two backends write the same pages in the same
-// order with the same values, and stop with the same registers: after a KVM_EXIT_IO the
-// instruction pointer is still on the OUT (the kernel completes the OUT on the next
-// KVM_RUN, complete_fast_pio_out()), after an MMIO write it is past the store. A checkpoint
-// that saves registers and memory therefore continues in a new VM, on either backend.
+// order with the same values, and stop with the same registers. Exits leave the registers as
+// KVM's instruction emulator (x86_emulate_instruction()) leaves them, which is also what the
+// native backend shows on this host: after an OUT (KVM_EXIT_IO) and after a store to MMIO
+// the instruction has completed and rip is past it; a load from MMIO completes on the next
+// KVM_RUN with the data userspace put in kvm_run.mmio. (A VMX/SVM host taking the OUT
+// through the fast PIO path would instead show rip on the OUT until the next KVM_RUN.)
+// A checkpoint that saves registers and memory therefore continues in a new VM, on either
+// backend.
 //
 // The instructions are modelled exactly (64-bit arithmetic as u32 pairs, no BigInt on the
-// hot path), except the arithmetic flags in RFLAGS, which the code only uses to branch
-// right away. Code bytes are checked against x86.ts's before each run: the model runs only
-// the harness's code, as it sits in guest memory.
+// hot path), RFLAGS' arithmetic flags included: each program keeps the last flag-setting
+// instruction's kind and result and computes RFLAGS when it stops. Code bytes are checked
+// against x86.ts's before each run: the model runs only the harness's code, as it sits in
+// guest memory.
 
 import {
   COUNTER_CODE,
@@ -83,7 +88,7 @@ export enum Stop {
   Unknown,
 }
 
-/** The details of the last Io or Mmio stop. */
+/** The details of the last Io or Mmio stop (lo/hi: the bytes an MMIO store wrote). */
 export interface ModelExit {
   port: number;
   size: number;
@@ -98,8 +103,6 @@ export interface ModelExit {
 /** The model's CPU: struct kvm_regs as u32 pairs, plus the kernel's pending-completion state. */
 export class ModelCpu {
   readonly regs = new Uint32Array(36);
-  /** rip of an OUT whose exit userspace has not re-entered from yet (vcpu->arch.pio), or -1 */
-  pendingPio = -1;
   /** rip of a load waiting for userspace's kvm_run.mmio.data (complete_emulated_mmio), or -1 */
   pendingMmioRead = -1;
   readonly exit: ModelExit = { port: 0, size: 0, value: 0, gpa: 0, len: 0, isWrite: false, lo: 0, hi: 0 };
@@ -116,20 +119,18 @@ export class ModelCpu {
   }
 
   /**
-   * What KVM_RUN does before entering the guest: finish an instruction that exited to
-   * userspace, if rip still points at it (complete_fast_pio_out() checks the linear rip;
-   * complete_emulated_mmio() takes the loaded value from kvm_run.mmio.data).
+   * What KVM_RUN does before entering the guest: finish a load that exited to userspace for
+   * MMIO (complete_emulated_mmio()) with the value in kvm_run.mmio.data, if rip still points
+   * at it.
    */
   completeUserspaceIo(mmioLo: number, mmioHi: number): void {
     const r = this.regs;
     const rip = r[R.rip + 1] === 0 ? r[R.rip] : -2;
-    if (this.pendingPio >= 0 && rip === this.pendingPio) r[R.rip] = rip + 2; // OUT imm8 is 2 bytes
     if (this.pendingMmioRead >= 0 && rip === this.pendingMmioRead) {
       r[R.rax] = mmioLo; // mov rax, [rdi] (3 bytes) completes with the data
       r[R.rax + 1] = mmioHi;
       r[R.rip] = rip + 3;
     }
-    this.pendingPio = -1;
     this.pendingMmioRead = -1;
   }
 }
@@ -162,6 +163,57 @@ function addr(lo: number, hi: number): number {
   return hi * TWO_32 + lo;
 }
 
+/** The last flag-setting instruction, for RFLAGS at a stop. */
+enum F {
+  /** none ran: RFLAGS as it was */
+  None = 0,
+  /** test / xor: CF = OF = AF = 0 */
+  Logic,
+  /** dec: CF kept; AF, OF from the decrement */
+  Dec,
+  /** inc: CF kept; AF, OF from the increment */
+  Inc,
+  /** shl r, 12: CF = the last bit shifted out; OF = MSB ^ CF and AF = 0, as this host's CPU leaves them */
+  Shl12,
+}
+
+const RFLAGS_ARITH = 0x8d5; // CF | PF | AF | ZF | SF | OF
+
+/** RFLAGS after an instruction of kind `k` with 64-bit result (lo, hi) and carry `cf`. */
+function rflagsAfter(rflags: number, k: F, lo: number, hi: number, cf: number): number {
+  let f = (rflags & ~RFLAGS_ARITH) >>> 0;
+  if ((lo | hi) === 0) f |= 0x40; // ZF
+  if (hi >>> 31) f |= 0x80; // SF
+  if (PARITY_EVEN[lo & 0xff]) f |= 0x04; // PF: even number of ones in the low byte
+  switch (k) {
+    case F.Dec: { // old = result + 1
+      if (((((lo + 1) >>> 0) ^ 1 ^ lo) & 0x10) !== 0) f |= 0x10;
+      if (hi === 0x7fff_ffff && lo === 0xffff_ffff) f |= 0x800;
+      f |= cf;
+      break;
+    }
+    case F.Inc: { // old = result - 1
+      if (((((lo - 1) >>> 0) ^ 1 ^ lo) & 0x10) !== 0) f |= 0x10;
+      if (hi === 0x8000_0000 && lo === 0) f |= 0x800;
+      f |= cf;
+      break;
+    }
+    case F.Shl12:
+      f |= cf;
+      if ((hi >>> 31) !== cf) f |= 0x800;
+      break;
+    default: // F.Logic
+      break;
+  }
+  return f >>> 0;
+}
+
+const PARITY_EVEN = Uint8Array.from({ length: 256 }, (_, b) => {
+  let ones = 0;
+  for (let v = b; v !== 0; v >>= 1) ones += v & 1;
+  return ones % 2 === 0 ? 1 : 0;
+});
+
 /** Maps a failed access to its stop; rip stays on the instruction (it did not complete). */
 function faultStop(a: Access): Stop {
   return a === Access.Efault ? Stop.Efault : Stop.Shutdown;
@@ -173,6 +225,7 @@ function runStride(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
   let off = r[R.rip] - STRIDE_GPA;
   let rdxL = r[R.rdx], rdxH = r[R.rdx + 1];
   let rcxL = r[R.rcx], rcxH = r[R.rcx + 1];
+  let fk = F.None, fL = 0, fH = 0, cf = r[R.rflags] & 1;
   let stop: Stop;
   loop: for (;;) {
     switch (off) {
@@ -181,26 +234,48 @@ function runStride(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
       case 0x03: // mov rcx, r8
         rcxL = r[R.r8]; rcxH = r[R.r8 + 1]; off = 0x06; break;
       case 0x06: // test rcx, rcx
-        off = 0x09; break;
+        fk = F.Logic; fL = rcxL; fH = rcxH; cf = 0; off = 0x09; break;
       case 0x09: // jz epoch_end
         off = (rcxL | rcxH) === 0 ? 0x16 : 0x0b; break;
-      case 0x0b: { // mov [rdx], rbx
-        const a = bus.write64(addr(rdxL, rdxH), r[R.rbx], r[R.rbx + 1]);
-        if (a >= Access.Fault) { stop = faultStop(a); break loop; }
-        off = 0x0e;
-        if (a === Access.RingFull) { stop = Stop.RingFull; break loop; }
-        if (a === Access.Mmio) { mmioWrite(cpu, addr(rdxL, rdxH), r[R.rbx], r[R.rbx + 1]); stop = Stop.Mmio; break loop; }
+      case 0x0b: { // next: whole iterations, 0x0b .. 0x14, in one straight block
+        const vL = r[R.rbx], vH = r[R.rbx + 1];
+        const sL = r[R.rsi], sH = r[R.rsi + 1];
+        for (;;) {
+          // mov [rdx], rbx
+          const a = bus.write64(addr(rdxL, rdxH), vL, vH);
+          if (a !== Access.Ok) {
+            if (a >= Access.Fault) { stop = faultStop(a); break loop; }
+            off = 0x0e;
+            if (a === Access.RingFull) { stop = Stop.RingFull; break loop; }
+            mmioWrite(cpu, addr(rdxL, rdxH), vL, vH); stop = Stop.Mmio; break loop;
+          }
+          // add rdx, rsi (only its carry outlives the dec that follows)
+          const lo = rdxL + sL;
+          const hi = rdxH + sH + (lo >= TWO_32 ? 1 : 0);
+          rdxL = lo >>> 0;
+          rdxH = hi >>> 0;
+          cf = hi >= TWO_32 ? 1 : 0;
+          // dec rcx; jnz next
+          if (rcxL === 0) rcxH = (rcxH - 1) >>> 0;
+          rcxL = (rcxL - 1) >>> 0;
+          fk = F.Dec; fL = rcxL; fH = rcxH;
+          if ((rcxL | rcxH) === 0) { off = 0x16; break; }
+          if (--budget <= 0) { off = 0x0b; stop = Stop.Budget; break loop; }
+        }
         break;
       }
-      case 0x0e: { // add rdx, rsi
+      case 0x0e: { // add rdx, rsi (no stop before the dec: only the carry is kept)
         const lo = rdxL + r[R.rsi];
+        const hi = rdxH + r[R.rsi + 1] + (lo >= TWO_32 ? 1 : 0);
         rdxL = lo >>> 0;
-        rdxH = (rdxH + r[R.rsi + 1] + (lo >= TWO_32 ? 1 : 0)) >>> 0;
+        rdxH = hi >>> 0;
+        cf = hi >= TWO_32 ? 1 : 0;
         off = 0x11; break;
       }
       case 0x11: // dec rcx
         if (rcxL === 0) rcxH = (rcxH - 1) >>> 0;
         rcxL = (rcxL - 1) >>> 0;
+        fk = F.Dec; fL = rcxL; fH = rcxH;
         off = 0x14; break;
       case 0x14: // jnz next
         if ((rcxL | rcxH) !== 0) {
@@ -211,10 +286,10 @@ function runStride(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
       case 0x16: // mov eax, ebx
         r[R.rax] = r[R.rbx]; r[R.rax + 1] = 0; off = 0x18; break;
       case 0x18: // out 0x10, al
-        out(cpu, STRIDE_GPA + 0x18, EPOCH_PORT, 1, r[R.rax] & 0xff);
-        stop = Stop.Io; break loop;
+        out(cpu, EPOCH_PORT, 1, r[R.rax] & 0xff);
+        off = 0x1a; stop = Stop.Io; break loop;
       case 0x1a: // inc rbx
-        inc(r, R.rbx); off = 0x1d; break;
+        inc(r, R.rbx); fk = F.Inc; fL = r[R.rbx]; fH = r[R.rbx + 1]; off = 0x1d; break;
       case 0x1d: // jmp top
         off = 0x00;
         if (--budget <= 0) { stop = Stop.Budget; break loop; }
@@ -225,6 +300,7 @@ function runStride(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
   }
   r[R.rdx] = rdxL; r[R.rdx + 1] = rdxH;
   r[R.rcx] = rcxL; r[R.rcx + 1] = rcxH;
+  if (fk !== F.None) r[R.rflags] = rflagsAfter(r[R.rflags], fk, fL, fH, cf);
   r[R.rip] = STRIDE_GPA + off;
   return stop;
 }
@@ -237,13 +313,14 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
   let rdxL = r[R.rdx], rdxH = r[R.rdx + 1];
   let rcxL = r[R.rcx], rcxH = r[R.rcx + 1];
   let xL = r[R.r9], xH = r[R.r9 + 1];
+  let fk = F.None, fL = 0, fH = 0, cf = r[R.rflags] & 1;
   let stop: Stop;
   loop: for (;;) {
     switch (off) {
       case 0x00: // mov rcx, r8
         rcxL = r[R.r8]; rcxH = r[R.r8 + 1]; off = 0x03; break;
       case 0x03: // test rcx, rcx
-        off = 0x06; break;
+        fk = F.Logic; fL = rcxL; fH = rcxH; cf = 0; off = 0x06; break;
       case 0x06: // jz epoch_end
         off = (rcxL | rcxH) === 0 ? 0x3b : 0x08; break;
       case 0x08: { // next: whole iterations, 0x08 .. 0x39, in one straight block
@@ -269,9 +346,10 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
           const qL = Math.floor(t / dL);
           const rem = t - qL * dL;
           raxL = qL; raxH = qH;
-          // shl rdx, 12 (rem < 2^21, so rem << 12 < 2^33)
+          // shl rdx, 12 (rem < 2^21, so rem << 12 < 2^33 and no set bit is shifted out)
           const sh = rem * PAGE;
           rdxL = sh >>> 0; rdxH = Math.floor(sh / TWO_32);
+          fk = F.Shl12; fL = rdxL; fH = rdxH; cf = 0;
           // mov [rdi + rdx], rbx
           const lo = rdiL + rdxL;
           const gpa = addr(lo >>> 0, (rdiH + rdxH + (lo >= TWO_32 ? 1 : 0)) >>> 0);
@@ -282,6 +360,7 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
           // dec rcx; jnz next
           if (rcxL === 0) rcxH = (rcxH - 1) >>> 0;
           rcxL = (rcxL - 1) >>> 0;
+          fk = F.Dec; fL = rcxL; fH = rcxH;
           if ((rcxL | rcxH) === 0) { off = 0x3b; break; }
           if (--budget <= 0) { off = 0x08; stop = Stop.Budget; break loop; }
         }
@@ -289,24 +368,24 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
       }
       case 0x0b: // shl rax, 13
         raxH = ((raxH << 13) | (raxL >>> 19)) >>> 0; raxL = (raxL << 13) >>> 0; off = 0x0f; break;
-      case 0x0f: // xor r9, rax
-        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; off = 0x12; break;
+      case 0x0f: // xor r9, rax (the shifts' own flags are overwritten here before any stop)
+        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; fk = F.Logic; fL = xL; fH = xH; cf = 0; off = 0x12; break;
       case 0x12: // mov rax, r9
         raxL = xL; raxH = xH; off = 0x15; break;
       case 0x15: // shr rax, 7
         raxL = ((raxL >>> 7) | (raxH << 25)) >>> 0; raxH = raxH >>> 7; off = 0x19; break;
       case 0x19: // xor r9, rax
-        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; off = 0x1c; break;
+        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; fk = F.Logic; fL = xL; fH = xH; cf = 0; off = 0x1c; break;
       case 0x1c: // mov rax, r9
         raxL = xL; raxH = xH; off = 0x1f; break;
       case 0x1f: // shl rax, 17
         raxH = ((raxH << 17) | (raxL >>> 15)) >>> 0; raxL = (raxL << 17) >>> 0; off = 0x23; break;
       case 0x23: // xor r9, rax
-        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; off = 0x26; break;
+        xL = (xL ^ raxL) >>> 0; xH = (xH ^ raxH) >>> 0; fk = F.Logic; fL = xL; fH = xH; cf = 0; off = 0x26; break;
       case 0x26: // mov rax, r9
         raxL = xL; raxH = xH; off = 0x29; break;
       case 0x29: // xor edx, edx
-        rdxL = 0; rdxH = 0; off = 0x2b; break;
+        rdxL = 0; rdxH = 0; fk = F.Logic; fL = 0; fH = 0; cf = 0; off = 0x2b; break;
       case 0x2b: { // div r10: rdx:rax / r10 -> rax quotient, rdx remainder
         const dL = r[R.r10], dH = r[R.r10 + 1];
         if ((dL | dH) === 0) { stop = Stop.Shutdown; break loop; } // #DE, no IDT: triple fault
@@ -328,8 +407,10 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
         }
         off = 0x2e; break;
       }
-      case 0x2e: // shl rdx, 12
-        rdxH = ((rdxH << 12) | (rdxL >>> 20)) >>> 0; rdxL = (rdxL << 12) >>> 0; off = 0x32; break;
+      case 0x2e: // shl rdx, 12 (div leaves the flags undefined; shl defines the ones kept)
+        cf = (rdxH >>> 20) & 1;
+        rdxH = ((rdxH << 12) | (rdxL >>> 20)) >>> 0; rdxL = (rdxL << 12) >>> 0;
+        fk = F.Shl12; fL = rdxL; fH = rdxH; off = 0x32; break;
       case 0x32: { // mov [rdi + rdx], rbx
         const lo = r[R.rdi] + rdxL;
         const gpa = addr(lo >>> 0, (r[R.rdi + 1] + rdxH + (lo >= TWO_32 ? 1 : 0)) >>> 0);
@@ -343,6 +424,7 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
       case 0x36: // dec rcx
         if (rcxL === 0) rcxH = (rcxH - 1) >>> 0;
         rcxL = (rcxL - 1) >>> 0;
+        fk = F.Dec; fL = rcxL; fH = rcxH;
         off = 0x39; break;
       case 0x39: // jnz next
         if ((rcxL | rcxH) !== 0) {
@@ -353,10 +435,10 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
       case 0x3b: // mov eax, ebx
         raxL = r[R.rbx]; raxH = 0; off = 0x3d; break;
       case 0x3d: // out 0x10, al
-        out(cpu, RANDOM_GPA + 0x3d, EPOCH_PORT, 1, raxL & 0xff);
-        stop = Stop.Io; break loop;
+        out(cpu, EPOCH_PORT, 1, raxL & 0xff);
+        off = 0x3f; stop = Stop.Io; break loop;
       case 0x3f: // inc rbx
-        inc(r, R.rbx); off = 0x42; break;
+        inc(r, R.rbx); fk = F.Inc; fL = r[R.rbx]; fH = r[R.rbx + 1]; off = 0x42; break;
       case 0x42: // jmp top
         off = 0x00;
         if (--budget <= 0) { stop = Stop.Budget; break loop; }
@@ -369,6 +451,7 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
   r[R.rdx] = rdxL; r[R.rdx + 1] = rdxH;
   r[R.rcx] = rcxL; r[R.rcx + 1] = rcxH;
   r[R.r9] = xL; r[R.r9 + 1] = xH;
+  if (fk !== F.None) r[R.rflags] = rflagsAfter(r[R.rflags], fk, fL, fH, cf);
   r[R.rip] = RANDOM_GPA + off;
   return stop;
 }
@@ -377,6 +460,7 @@ function runRandom(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
 function runCounter(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
   const r = cpu.regs;
   let off = r[R.rip] - COUNTER_GPA;
+  let fk = F.None;
   let stop: Stop;
   loop: for (;;) {
     switch (off) {
@@ -387,7 +471,7 @@ function runCounter(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
         if (a === Access.Mmio) {
           // KVM_EXIT_MMIO read: rip stays; the next KVM_RUN completes the load with kvm_run.mmio.data
           const e = cpu.exit;
-          e.gpa = gpa; e.len = 8; e.isWrite = false; e.lo = 0; e.hi = 0;
+          e.gpa = gpa; e.len = 8; e.isWrite = false;
           cpu.pendingMmioRead = COUNTER_GPA;
           stop = Stop.Mmio; break loop;
         }
@@ -395,7 +479,7 @@ function runCounter(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
         off = 0x03; break;
       }
       case 0x03: // inc rax
-        inc(r, R.rax); off = 0x06; break;
+        inc(r, R.rax); fk = F.Inc; off = 0x06; break;
       case 0x06: { // mov [rdi], rax
         const gpa = addr(r[R.rdi], r[R.rdi + 1]);
         const a = bus.write64(gpa, r[R.rax], r[R.rax + 1]);
@@ -406,8 +490,8 @@ function runCounter(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
         break;
       }
       case 0x09: // out 0x11, eax
-        out(cpu, COUNTER_GPA + 0x09, COUNTER_PORT, 4, r[R.rax]);
-        stop = Stop.Io; break loop;
+        out(cpu, COUNTER_PORT, 4, r[R.rax]);
+        off = 0x0b; stop = Stop.Io; break loop;
       case 0x0b: // jmp top
         off = 0x00;
         if (--budget <= 0) { stop = Stop.Budget; break loop; }
@@ -416,6 +500,7 @@ function runCounter(cpu: ModelCpu, bus: GuestBus, budget: number): Stop {
         stop = Stop.Unknown; break loop;
     }
   }
+  if (fk !== F.None) r[R.rflags] = rflagsAfter(r[R.rflags], fk, r[R.rax], r[R.rax + 1], r[R.rflags] & 1);
   r[R.rip] = COUNTER_GPA + off;
   return stop;
 }
@@ -430,10 +515,10 @@ function runSpin(cpu: ModelCpu, _bus: GuestBus, _budget: number): Stop {
   return Stop.Budget;
 }
 
-function out(cpu: ModelCpu, rip: number, port: number, size: number, value: number): void {
+/** OUT: the data goes to userspace; the instruction itself is complete (rip moves past it). */
+function out(cpu: ModelCpu, port: number, size: number, value: number): void {
   const e = cpu.exit;
   e.port = port; e.size = size; e.value = value >>> 0;
-  cpu.pendingPio = rip;
 }
 
 function mmioWrite(cpu: ModelCpu, gpa: number, lo: number, hi: number): void {
