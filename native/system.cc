@@ -95,7 +95,12 @@ Napi::Value System::CreateVm(const Napi::CallbackInfo& info) {
   int mmapSize = ioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0);  // every vCPU of the VM maps this much kvm_run
   if (mmapSize < 0) ThrowKvmError(env, errno, "KVM_GET_VCPU_MMAP_SIZE");
   std::shared_ptr<const CpuidTable> cpuid = SupportedCpuid(env);
-  int vmFd = ioctl(fd, KVM_CREATE_VM, type);  // a new VM; KVM returns it O_CLOEXEC
+  int vmFd;
+  do {
+    // A new VM; KVM returns it O_CLOEXEC. A pending signal (a profiler's SIGPROF) fails the
+    // creation with EINTR before anything exists: just ask again.
+    vmFd = ioctl(fd, KVM_CREATE_VM, type);
+  } while (vmFd < 0 && errno == EINTR);
   if (vmFd < 0) ThrowKvmError(env, errno, "KVM_CREATE_VM");
   VmInit init{UniqueFd(vmFd), static_cast<size_t>(mmapSize), std::move(cpuid)};
   return data_->vmCtor.New({Napi::External<VmInit>::New(env, &init)});
