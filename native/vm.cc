@@ -1,5 +1,7 @@
 #include "vm.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -198,18 +200,20 @@ Napi::Value Vm::ClearDirtyLog(const Napi::CallbackInfo& info) {
 Napi::Value Vm::ResetDirtyRings(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env, "KVM_RESET_DIRTY_RINGS");
-  // Since v6.17 a pending signal stops the walk early and the ioctl returns the count reset so
-  // far (it cannot say it stopped), so ask again until nothing is left; -EINTR is retried too.
+  // Since v6.17 a pending signal stops the walk and the ioctl returns the count reset so far:
+  // 0 when the signal was pending from the start, indistinguishable from "nothing harvested".
+  // So no signal may be pending for this thread during the call: block them all (a signal
+  // sent meanwhile goes to another thread, or to this one once unblocked below). The loop
+  // still sums, for the kernel's INT_MAX cap per call.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   double total = 0;
-  for (;;) {
-    int r = ioctl(fd, KVM_RESET_DIRTY_RINGS, 0);  // zero every RESET-marked entry, re-protect those pages
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      ThrowKvmError(env, errno, "KVM_RESET_DIRTY_RINGS");
-    }
-    if (r == 0) break;
-    total += r;
-  }
+  int r;
+  while ((r = ioctl(fd, KVM_RESET_DIRTY_RINGS, 0)) > 0) total += r;  // zero every RESET-marked entry, re-protect those pages
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (r < 0) ThrowKvmError(env, err, "KVM_RESET_DIRTY_RINGS");
   return Napi::Number::New(env, total);
 }
 

@@ -111,7 +111,9 @@ describeEachBackend('checkpoint to a file and restore', (b) => {
       const long = await run(Workload.counter({ page: 512 }), { epochMs: 20 }, 3);
       const softLimit = (long.m.vcpus[0].dirtyRing?.entries ?? Infinity) - 64;
       for (const e of long.seen) {
-        expect(e.pages).toBe(1);
+        // One page, or none when the budget's kick came before the guest's first write (a busy host).
+        expect(e.pages).toBeLessThanOrEqual(1);
+        if (e.outputs > 0) expect(e.pages).toBe(1);
         if (e.reason === 'ring-full') expect(e.ringEntries).toBeGreaterThanOrEqual(softLimit);
         else expect([e.reason, e.ringEntries < softLimit]).toEqual(['budget', true]);
       }

@@ -99,6 +99,8 @@ function packageRoot(): string {
 
 /** Where the addon may be, in the order tried. */
 export function candidatePaths(root = packageRoot()): string[] {
+  // KVM_DIRTY_ADDON names one addon file to load instead (a sanitizer or cmake-js build).
+  if (process.env.KVM_DIRTY_ADDON) return [path.resolve(process.env.KVM_DIRTY_ADDON)];
   return [
     path.join(root, 'build', 'Release', 'kvm_dirty.node'),
     path.join(root, 'build-cmake', 'Release', 'kvm_dirty.node'),
