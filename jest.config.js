@@ -8,4 +8,5 @@ module.exports = {
   // vCPU runs and property tests on a shared 2-core machine
   testTimeout: 120000,
   maxWorkers: 2,
+  reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
 };
