@@ -4,11 +4,19 @@
 //   npm run soak [-- --backend native|emulator --lifecycles 10000 --epochs 1000000 --writes 1000000]
 // The short versions run in npm test (test/soak.test.ts).
 import { readdirSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { DirtyBitmap, DirtyPages, ExitReason, MemFlag, Workload, openKvm, type Kvm, type BackendName } from '../lib';
 
 const fds = () => readdirSync('/proc/self/fd').length;
 const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
-const gc = () => (globalThis as { gc?: () => void }).gc?.();
+/** A full garbage collection, with or without --expose-gc (jest workers have no flag). */
+const gc: () => void = (() => {
+  const exposed = (globalThis as { gc?: () => void }).gc;
+  if (exposed) return exposed;
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
 
 function guest(kvm: Kvm, mode: 'ring' | 'bitmap', dataPages: number, ringBytes = 65536) {
   const vm = kvm.createVm();
@@ -22,11 +30,23 @@ function guest(kvm: Kvm, mode: 'ring' | 'bitmap', dataPages: number, ringBytes =
 
 export interface LeakReport { iterations: number; fdsBefore: number; fdsAfter: number; rssBeforeMiB: number; rssAfterMiB: number }
 
-/** n VM lifecycles (VM, ring, memory, vCPU, a workload loaded and run once, close). */
-export function soakLifecycles(kvm: Kvm, n: number): LeakReport {
-  const warm = guest(kvm, 'ring', 16);
-  warm.vm.close();
+/** Lets the event loop turn: Node-API runs the finalizers of collected native wrappers there. */
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * n VM lifecycles (VM, ring, memory, vCPU, a workload loaded and run once, close). close()
+ * releases the kernel resources at once; the small C++ wrappers go when their JS objects are
+ * collected and the event loop turns, so the loop yields every 100 lifecycles as a program would.
+ */
+export async function soakLifecycles(kvm: Kvm, n: number): Promise<LeakReport> {
+  // Warm up first: malloc arenas, the JIT and V8's heap settle over the first thousands
+  // (a caller measuring a short run should run one unmeasured round first).
+  for (let i = 0; i < 1000; i++) {
+    guest(kvm, 'ring', 16, 8192).vm.close();
+    if (i % 100 === 99) await tick();
+  }
   gc();
+  await tick();
   const fdsBefore = fds();
   const rssBefore = rssMiB();
   for (let i = 0; i < n; i++) {
@@ -34,7 +54,10 @@ export function soakLifecycles(kvm: Kvm, n: number): LeakReport {
     g.vcpu.load(Workload.stride({ firstPage: 512, pages: 4 }));
     g.vcpu.run();
     g.vm.close();
+    if (i % 100 === 99) await tick();
   }
+  gc();
+  await tick();
   gc();
   return { iterations: n, fdsBefore, fdsAfter: fds(), rssBeforeMiB: rssBefore, rssAfterMiB: rssMiB() };
 }
@@ -119,7 +142,7 @@ export function soakNoLostPages(kvm: Kvm, mode: 'ring' | 'bitmap', writes: numbe
   return { mode, epochs, pagesChecked, misses, falseEntries };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const opt = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
   const backends = (opt('--backend', 'native,emulator').split(',') as BackendName[]);
@@ -127,7 +150,7 @@ function main(): void {
     const kvm = openKvm({ backend });
     const report = {
       backend: kvm.backend,
-      lifecycles: soakLifecycles(kvm, Number(opt('--lifecycles', '10000'))),
+      lifecycles: await soakLifecycles(kvm, Number(opt('--lifecycles', '10000'))),
       epochs: soakEpochs(kvm, Number(opt('--epochs', '1000000'))),
       noLostPages: (['ring', 'bitmap'] as const).map((m) => soakNoLostPages(kvm, m, Number(opt('--writes', '1000000')))),
     };
@@ -136,4 +159,9 @@ function main(): void {
   }
 }
 
-if (require.main === module) main();
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
+}
