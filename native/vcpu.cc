@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -143,31 +144,21 @@ static kvm_sregs SregsFromJs(const Napi::Object& o) {
   return s;
 }
 
-static Napi::Object ExitToJs(Napi::Env env, const RunResult& r) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("reason", Napi::Number::New(env, r.reason));
-  if (r.reason == KVM_EXIT_IO) {
-    Napi::Object io = Napi::Object::New(env);
-    io.Set("port", Napi::Number::New(env, r.ioPort));
-    io.Set("direction", Napi::String::New(env, r.ioDirection == KVM_EXIT_IO_OUT ? "out" : "in"));
-    io.Set("size", Napi::Number::New(env, r.ioSize));
-    io.Set("count", Napi::Number::New(env, r.ioCount));
-    io.Set("value", Napi::Number::New(env, static_cast<double>(r.ioValue)));
-    o.Set("io", io);
-  } else if (r.reason == KVM_EXIT_MMIO) {
-    Napi::Object mmio = Napi::Object::New(env);
-    mmio.Set("physAddr", Napi::Number::New(env, static_cast<double>(r.mmioPhysAddr)));
-    mmio.Set("len", Napi::Number::New(env, r.mmioLen));
-    mmio.Set("isWrite", Napi::Boolean::New(env, r.mmioIsWrite));
-    Napi::Array data = Napi::Array::New(env);
-    if (r.mmioIsWrite) {
-      for (uint32_t i = 0; i < r.mmioLen && i < 8; i++) data.Set(i, Napi::Number::New(env, r.mmioData[i]));
-    }
-    mmio.Set("data", data);
-    o.Set("mmio", mmio);
-  }
-  if (r.hasDetail) o.Set("detail", Big(env, r.detail));
-  return o;
+void EncodeExit(const RunResult& r, double* out) {
+  std::fill(out, out + kExitFields, 0.0);
+  out[kExitReason] = r.reason;
+  out[kExitIoDirection] = r.ioDirection;
+  out[kExitIoSize] = r.ioSize;
+  out[kExitIoPort] = r.ioPort;
+  out[kExitIoCount] = r.ioCount;
+  out[kExitIoValue] = static_cast<double>(r.ioValue);  // at most 4 bytes: exact
+  out[kExitMmioPhysAddr] = static_cast<double>(r.mmioPhysAddr);
+  out[kExitMmioLen] = r.mmioLen;
+  out[kExitMmioIsWrite] = r.mmioIsWrite;
+  for (int i = 0; i < 8; i++) out[kExitMmioData + i] = r.mmioData[i];
+  out[kExitHasDetail] = r.hasDetail;
+  out[kExitDetailHigh] = static_cast<double>(r.detail >> 32);
+  out[kExitDetailLow] = static_cast<double>(r.detail & 0xffffffffu);
 }
 
 // ---- the object --------------------------------------------------------------------------
@@ -178,6 +169,7 @@ Napi::Function Vcpu::Define(Napi::Env env) {
                          InstanceAccessor<&Vcpu::GetId>("id"),
                          InstanceAccessor<&Vcpu::GetRunBuffer>("runBuffer"),
                          InstanceAccessor<&Vcpu::GetRingBuffer>("ringBuffer"),
+                         InstanceAccessor<&Vcpu::GetExitState>("exitState"),
                          InstanceMethod<&Vcpu::Run>("run"),
                          InstanceMethod<&Vcpu::RunAsync>("runAsync"),
                          InstanceMethod<&Vcpu::Kick>("kick"),
@@ -198,6 +190,9 @@ Vcpu::Vcpu(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vcpu>(info), data_
   ring_ = std::move(init->ring);
   vm_ = std::move(init->vm);
   kvmRun_ = static_cast<kvm_run*>(run_->addr());
+  Napi::Float64Array state = Napi::Float64Array::New(info.Env(), kExitFields);
+  exitStateData_ = state.Data();
+  exitState_ = Napi::Reference<Napi::Float64Array>::New(state, 1);
   data_->Track(this);
 }
 
@@ -332,7 +327,9 @@ void Vcpu::DeliverResult(Napi::Env env, Napi::Function, Vcpu* self, RunResult* r
   if (r->err != 0) {
     deferred->Reject(MakeKvmError(env, r->err, "KVM_RUN"));
   } else {
-    deferred->Resolve(ExitToJs(env, *r));
+    Napi::Float64Array state = Napi::Float64Array::New(env, kExitFields);
+    EncodeExit(*r, state.Data());
+    deferred->Resolve(state);
   }
 }
 
@@ -354,12 +351,15 @@ Napi::Value Vcpu::GetRingBuffer(const Napi::CallbackInfo& info) {
   return ring_->Buffer(info.Env());
 }
 
+Napi::Value Vcpu::GetExitState(const Napi::CallbackInfo&) { return exitState_.Value(); }
+
 Napi::Value Vcpu::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   IdleFd(env, "KVM_RUN");
   RunResult r = RunOnce();
   if (r.err != 0) ThrowKvmError(env, r.err, "KVM_RUN");
-  return ExitToJs(env, r);
+  EncodeExit(r, exitStateData_);
+  return Napi::Number::New(env, r.reason);
 }
 
 Napi::Value Vcpu::RunAsync(const Napi::CallbackInfo& info) {

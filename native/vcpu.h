@@ -41,6 +41,27 @@ struct RunResult {
   uint64_t detail = 0;
 };
 
+// An exit as numbers, for lib/native/backend.ts's decodeExit() (the indexes are its EXIT_*):
+// run() fills the vCPU's exitState array and returns; runAsync() resolves with a fresh one.
+// Numbers cross Node-API far cheaper than objects built field by field.
+enum ExitField {
+  kExitReason,
+  kExitIoDirection,
+  kExitIoSize,
+  kExitIoPort,
+  kExitIoCount,
+  kExitIoValue,
+  kExitMmioPhysAddr,
+  kExitMmioLen,
+  kExitMmioIsWrite,
+  kExitMmioData,  // 8 entries: the bytes written
+  kExitHasDetail = kExitMmioData + 8,
+  kExitDetailHigh,  // the u64 detail as two u32 halves
+  kExitDetailLow,
+  kExitFields,
+};
+void EncodeExit(const RunResult& r, double* out);
+
 // The real-time signal that interrupts a KVM_RUN on a vCPU's thread (never SIGUSR1: Node's inspector).
 int KickSignal();
 
@@ -73,6 +94,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   Napi::Value GetId(const Napi::CallbackInfo& info);
   Napi::Value GetRunBuffer(const Napi::CallbackInfo& info);
   Napi::Value GetRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value GetExitState(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value RunAsync(const Napi::CallbackInfo& info);
   Napi::Value Kick(const Napi::CallbackInfo& info);
@@ -90,6 +112,9 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   std::shared_ptr<Mapping> ring_;
   std::shared_ptr<VmState> vm_;
   kvm_run* kvmRun_;  // run_'s address; valid until CloseHandles (after the worker is joined)
+  // run()'s result, read by the adapter after each call (a strong reference keeps it alive)
+  Napi::Reference<Napi::Float64Array> exitState_;
+  double* exitStateData_ = nullptr;
   bool closed_ = false;
 
   // runAsync(): KVM_RUN on this vCPU's own thread, the result posted back through tsfn_.

@@ -203,18 +203,20 @@ Napi::Value Vm::ResetDirtyRings(const Napi::CallbackInfo& info) {
   // Since v6.17 a pending signal stops the walk and the ioctl returns the count reset so far:
   // 0 when the signal was pending from the start, indistinguishable from "nothing harvested".
   // So no signal may be pending for this thread during the call: block them all (a signal
-  // sent meanwhile goes to another thread, or to this one once unblocked below). The loop
-  // still sums, for the kernel's INT_MAX cap per call.
+  // sent meanwhile goes to another thread, or to this one once unblocked below). Then one
+  // call walks every ring (its INT_MAX cap is beyond 65536 entries x KVM_MAX_VCPUS); older
+  // kernels may still fail it with EINTR, which is retried.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  double total = 0;
   int r;
-  while ((r = ioctl(fd, KVM_RESET_DIRTY_RINGS, 0)) > 0) total += r;  // zero every RESET-marked entry, re-protect those pages
+  do {
+    r = ioctl(fd, KVM_RESET_DIRTY_RINGS, 0);  // zero every RESET-marked entry, re-protect those pages
+  } while (r < 0 && errno == EINTR);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (r < 0) ThrowKvmError(env, err, "KVM_RESET_DIRTY_RINGS");
-  return Napi::Number::New(env, total);
+  return Napi::Number::New(env, r);
 }
 
 // setDeviceAttr(group, attr, value?: bigint): value (u64) is passed through attr.addr.

@@ -15,7 +15,7 @@ import type {
   Sregs,
   WorkloadSpec,
 } from '../backend';
-import { Cap, type Arch } from '../constants';
+import { Cap, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
 import { fail, isKvmError, KvmError } from '../errors';
 import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
 import { hostArch } from '../open';
@@ -159,15 +159,54 @@ class NativeVmBackend implements BackendVm {
   }
 }
 
+// native/vcpu.h ExitField: an exit as numbers.
+const EXIT_REASON = 0;
+const EXIT_IO_DIRECTION = 1;
+const EXIT_IO_SIZE = 2;
+const EXIT_IO_PORT = 3;
+const EXIT_IO_COUNT = 4;
+const EXIT_IO_VALUE = 5;
+const EXIT_MMIO_PHYS_ADDR = 6;
+const EXIT_MMIO_LEN = 7;
+const EXIT_MMIO_IS_WRITE = 8;
+const EXIT_MMIO_DATA = 9;
+const EXIT_HAS_DETAIL = 17;
+const EXIT_DETAIL_HIGH = 18;
+const EXIT_DETAIL_LOW = 19;
+
+/** The ExitInfo of an exit the addon encoded (KVM_EXIT_IO and _MMIO carry their data). */
+function decodeExit(e: Float64Array): ExitInfo {
+  const reason = e[EXIT_REASON];
+  const exit: ExitInfo = { reason };
+  if (reason === ExitReason.Io) {
+    exit.io = {
+      port: e[EXIT_IO_PORT],
+      direction: e[EXIT_IO_DIRECTION] === EXIT_IO_OUT ? 'out' : 'in',
+      size: e[EXIT_IO_SIZE],
+      count: e[EXIT_IO_COUNT],
+      value: e[EXIT_IO_VALUE],
+    };
+  } else if (reason === ExitReason.Mmio) {
+    const len = e[EXIT_MMIO_LEN];
+    const isWrite = e[EXIT_MMIO_IS_WRITE] !== 0;
+    exit.mmio = { physAddr: e[EXIT_MMIO_PHYS_ADDR], len, isWrite, data: isWrite ? Array.from(e.subarray(EXIT_MMIO_DATA, EXIT_MMIO_DATA + Math.min(len, 8))) : [] };
+  }
+  if (e[EXIT_HAS_DETAIL]) exit.detail = (BigInt(e[EXIT_DETAIL_HIGH]) << 32n) | BigInt(e[EXIT_DETAIL_LOW]);
+  return exit;
+}
+
 class NativeVcpuBackend implements BackendVcpu {
   readonly id: number;
   readonly harvestRing?: (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
+  /** Where the addon leaves each run()'s exit. */
+  private readonly exitState: Float64Array;
 
   constructor(
     private readonly vcpu: NativeVcpu,
     private readonly slots: ReadonlyMap<number, MemoryRegion>,
   ) {
     this.id = vcpu.id;
+    this.exitState = vcpu.exitState;
     if (vcpu.ringBuffer !== null) this.harvestRing = (fetch, max, s, o, start) => vcpu.harvestRing(fetch, max, s, o, start);
   }
 
@@ -180,11 +219,12 @@ class NativeVcpuBackend implements BackendVcpu {
   }
 
   run(): ExitInfo {
-    return this.vcpu.run();
+    this.vcpu.run();
+    return decodeExit(this.exitState);
   }
 
   runAsync(): Promise<ExitInfo> {
-    return this.vcpu.runAsync();
+    return this.vcpu.runAsync().then(decodeExit);
   }
 
   kick(): void {

@@ -8,7 +8,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import type { ExitInfo, Regs, Sregs } from '../backend';
+import type { Regs, Sregs } from '../backend';
 import { KvmError } from '../errors';
 
 /** The /dev/kvm fd. `new System(path)` opens the device (O_RDWR | O_CLOEXEC). */
@@ -54,8 +54,12 @@ export interface NativeVcpu {
   readonly id: number;
   readonly runBuffer: ArrayBuffer;
   readonly ringBuffer: ArrayBuffer | null;
-  run(): ExitInfo;
-  runAsync(): Promise<ExitInfo>;
+  /** KVM_RUN; returns the exit reason, the exit itself is in exitState (decodeExit()). */
+  run(): number;
+  /** KVM_RUN on the vCPU's thread; resolves with the exit encoded as exitState is. */
+  runAsync(): Promise<Float64Array>;
+  /** The last run()'s exit, encoded (native/vcpu.h ExitField). */
+  readonly exitState: Float64Array;
   kick(): void;
   getRegs(): Regs;
   setRegs(regs: Regs): void;
