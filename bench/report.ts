@@ -1,0 +1,202 @@
+// The benchmark's results object (bench/results.json, `npm run bench -- --json`), the issue's
+// targets checked against it, and the table `npm run bench` prints. Pure functions of the
+// results, so tests can check them without running a guest.
+
+/** Node and C figures for one comparison; null where a side could not run (see `errors`). */
+export interface NodeVsC {
+  node: number | null;
+  c: number | null;
+  /** node / c */
+  ratio: number | null;
+}
+
+export type SizeModes = Record<'ring' | 'bitmap' | 'bitmap-clear', { node: number | null; c: number | null }>;
+
+export interface CheckpointFigures {
+  ring: number | null;
+  bitmap: number | null;
+  ringPauseP50Us?: number | null;
+  ringPauseP99Us?: number | null;
+  bitmapPauseP50Us?: number | null;
+  bitmapPauseP99Us?: number | null;
+}
+
+export interface BenchError {
+  what: string;
+  reason: string;
+}
+
+export interface Target {
+  what: string;
+  value: number | null;
+  /** the figure must be >= or <= the bound */
+  op: '>=' | '<=';
+  bound: number;
+  met: boolean | null;
+}
+
+export interface BenchResults {
+  /** epochs per second of the ring epoch loop on a 16 GiB guest, K pages per epoch */
+  epochLoop: Record<
+    string,
+    NodeVsC & {
+      guestGiB: number;
+      ringEntries: number;
+      /** guest-physical address of the RAM slot (4 GiB where the stride at 2 MiB would write the APIC page) */
+      ramGpa?: number;
+      /** median ns per epoch in KVM_RUN (to the epoch's exit) and in harvest + reset */
+      runNs?: { node: number | null; c: number | null };
+      harvestNs?: { node: number | null; c: number | null };
+    }
+  >;
+  /** ns per entry collecting a full 65,536-entry ring (the library's path; the TypeScript Atomics harvester apart) */
+  harvestPerEntryNs: NodeVsC & { nodeAtomics: number | null; nodeAtomicsRatio: number | null; entries: number; batch: boolean | null };
+  /** median harvest + re-arm per epoch in ns, by guest GiB, K = 256 */
+  harvestPerEpochNs: Record<string, SizeModes>;
+  /** bitmap harvest time / ring harvest time at g GiB (Node, the library's figures) */
+  ringVsBitmap: Record<string, number | null>;
+  /** the same ratio for the C reference */
+  ringVsBitmapC: Record<string, number | null>;
+  /** bytes the library's harvest calls allocated over one million entries */
+  harvestHeapGrowthBytes: number | null;
+  harvestHeap: Record<string, { entries: number; allocatedBytes: number; retainedBytes: number; batch: boolean } | null>;
+  /** full cycles per second on the emulator: model write, ring push, harvest, reset */
+  emulatorEventsPerSec: number | null;
+  checkpoint: Record<string, CheckpointFigures> | null;
+  targets: Record<string, Target>;
+  errors: BenchError[];
+  host: Record<string, unknown>;
+}
+
+function target(what: string, value: number | null, op: '>=' | '<=', bound: number): Target {
+  return { what, value, op, bound, met: value === null ? null : op === '>=' ? value >= bound : value <= bound };
+}
+
+/** The issue's targets for this machine, checked against the results. */
+export function evaluateTargets(r: Omit<BenchResults, 'targets'>): Record<string, Target> {
+  const heapPerEntry = r.harvestHeapGrowthBytes === null ? null : r.harvestHeapGrowthBytes / (r.harvestHeap.library?.entries || 1);
+  return {
+    epochLoopK16: target('Node epoch loop / C, K = 16, 16 GiB', r.epochLoop.k16?.ratio ?? null, '>=', 0.9),
+    harvestPerEntry: target('Node harvest per entry / C', r.harvestPerEntryNs.ratio, '<=', 1.5),
+    ringVsBitmap64: target('bitmap / ring harvest at 64 GiB, 256 pages', r.ringVsBitmap['64'] ?? null, '>=', 20),
+    // "no heap growth proportional to entries": under one byte per harvested entry
+    harvestHeapPerEntry: target('heap bytes allocated per harvested entry', heapPerEntry, '<=', 1),
+    emulatorEvents: target('emulator dirty-page events per second', r.emulatorEventsPerSec, '>=', 5e6),
+  };
+}
+
+/** Formats a number for the table: 3 significant digits, thousands separated; '-' when absent. */
+export function fmt(x: number | null | undefined, digits = 3): string {
+  if (x === null || x === undefined || !Number.isFinite(x)) return '-';
+  if (Math.abs(x) >= 10 ** digits) return Math.round(x).toLocaleString('en-US');
+  return Number(x.toPrecision(digits)).toLocaleString('en-US', { maximumFractionDigits: 6 });
+}
+
+export type ReportStyle = 'text' | 'markdown';
+
+function table(style: ReportStyle, header: string[], rows: string[][]): string {
+  if (style === 'markdown') {
+    const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+    return [line(header), `|${header.map((_, i) => (i === 0 ? '---' : '--:')).join('|')}|`, ...rows.map(line)].join('\n');
+  }
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** The human-readable report: one table per measurement, then the targets and any errors; as text or as Markdown (for the README). */
+export function formatReport(r: BenchResults, style: ReportStyle = 'text'): string {
+  const out: string[] = [];
+  const title = (text: string) => (style === 'markdown' ? `**${text}**\n` : text);
+  const us = (ns: number | null) => (ns === null ? null : ns / 1e3);
+  out.push(title('Harvest + re-arm per epoch, 256 dirty pages (median µs)'));
+  out.push(
+    table(
+      style,
+      ['guest', 'ring Node', 'ring C', 'bitmap Node', 'bitmap C', 'bitmap+clear Node', 'bitmap+clear C', 'bitmap/ring Node', 'bitmap/ring C'],
+      Object.entries(r.harvestPerEpochNs).map(([g, m]) => [
+        `${g} GiB`,
+        fmt(us(m.ring.node)),
+        fmt(us(m.ring.c)),
+        fmt(us(m.bitmap.node)),
+        fmt(us(m.bitmap.c)),
+        fmt(us(m['bitmap-clear'].node)),
+        fmt(us(m['bitmap-clear'].c)),
+        fmt(r.ringVsBitmap[g]),
+        fmt(r.ringVsBitmapC[g]),
+      ]),
+    ),
+  );
+  out.push('', title('Epoch loop, dirty ring, 16 GiB guest (epochs/s, median; µs per epoch in KVM_RUN and in harvest + reset)'));
+  out.push(
+    table(
+      style,
+      ['K', 'ring entries', 'Node', 'C', 'Node/C', 'run Node', 'run C', 'harvest Node', 'harvest C'],
+      Object.entries(r.epochLoop).map(([k, e]) => [
+        k.slice(1),
+        String(e.ringEntries),
+        fmt(e.node),
+        fmt(e.c),
+        fmt(e.ratio),
+        fmt(us(e.runNs?.node ?? null)),
+        fmt(us(e.runNs?.c ?? null)),
+        fmt(us(e.harvestNs?.node ?? null)),
+        fmt(us(e.harvestNs?.c ?? null)),
+      ]),
+    ),
+  );
+  const h = r.harvestPerEntryNs;
+  out.push('', title(`Harvest per entry, full 65,536-entry ring, ${h.entries} entries (ns, median)`));
+  out.push(
+    table(
+      style,
+      ['path', 'ns/entry', 'vs C'],
+      [
+        [`Node, the library (${h.batch ? 'native batch harvest' : 'TypeScript Atomics'})`, fmt(h.node), fmt(h.ratio)],
+        ['Node, TypeScript Atomics harvester', fmt(h.nodeAtomics), fmt(h.nodeAtomicsRatio)],
+        ['C reference', fmt(h.c), '1'],
+      ],
+    ),
+  );
+  out.push('', title('Heap growth over one million harvested entries (bytes)'));
+  out.push(
+    table(
+      style,
+      ['path', 'entries', 'allocated in harvest()', 'retained after GC'],
+      Object.entries(r.harvestHeap).map(([path, v]) => [path, fmt(v?.entries, 7), fmt(v?.allocatedBytes, 7), fmt(v?.retainedBytes, 7)]),
+    ),
+  );
+  const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
+  out.push('', `${label('Emulator')} dirty-page events per second (model write, ring push, harvest, reset): ${fmt(r.emulatorEventsPerSec)}`);
+  if (r.checkpoint !== null) {
+    out.push('', title('Checkpoint engine: committed epochs per second (benchCheckpoint)'));
+    out.push(
+      table(
+        style,
+        ['K', 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
+        Object.entries(r.checkpoint).map(([k, c]) => [
+          k.slice(1),
+          fmt(c.ring),
+          fmt(c.bitmap),
+          `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
+          `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
+        ]),
+      ),
+    );
+  } else {
+    out.push('', `${label('Checkpoint engine')} not measured (see errors)`);
+  }
+  out.push('', title('Targets'));
+  out.push(
+    table(
+      style,
+      ['target', 'value', 'bound', 'met'],
+      Object.values(r.targets).map((t) => [t.what, fmt(t.value), `${t.op} ${fmt(t.bound)}`, t.met === null ? 'not measured' : t.met ? 'yes' : 'NO']),
+    ),
+  );
+  if (r.errors.length > 0) {
+    out.push('', title('Not measured'));
+    for (const e of r.errors) out.push(`${style === 'markdown' ? '-' : ' '} ${e.what}: ${e.reason}`);
+  }
+  return out.join('\n');
+}

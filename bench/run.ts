@@ -1,0 +1,410 @@
+#!/usr/bin/env node
+// `npm run bench`: kvm-dirty against its in-tree C reference (bench/reference.c), on this
+// machine, in one run. Node and C runs of each configuration alternate (C first, then Node
+// first, ...) so both see the same machine; every figure is the median of several runs.
+// Prints a table (or, with --json, only the results object), writes bench/results.json and
+// draws docs/harvest-vs-guest-size.svg.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Command } from 'commander';
+
+import { openKvm } from '../lib/index';
+import { chartPoints, harvestChartSpec, renderSvg } from './chart';
+import { emulatorEvents, epochLoop, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, type HarvestMode } from './loops';
+import { Reference, packageRoot, type ReferenceResult } from './reference';
+import { evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
+import { median, ratio } from './stats';
+
+interface Plan {
+  /** Node/C pairs per configuration */
+  repeats: number;
+  /** seconds per epoch-loop run */
+  loopSeconds: number;
+  /** pairs and seconds per run for the harvest-vs-guest-size sweep */
+  sizeRepeats: number;
+  sizeSeconds: number;
+  /** pairs, and ring fills per run, for harvest per entry */
+  entryRepeats: number;
+  entryFills: number;
+  emulatorSeconds: number;
+  emulatorRuns: number;
+  checkpointSeconds: number;
+}
+
+const FULL: Plan = {
+  // many short pairs rather than a few long ones: the two sides then share the machine's moods
+  repeats: 9,
+  loopSeconds: 1,
+  sizeRepeats: 3,
+  sizeSeconds: 1,
+  entryRepeats: 5,
+  entryFills: 9,
+  emulatorSeconds: 2,
+  emulatorRuns: 3,
+  checkpointSeconds: 2,
+};
+const QUICK: Plan = {
+  repeats: 3,
+  loopSeconds: 0.5,
+  sizeRepeats: 1,
+  sizeSeconds: 0.3,
+  entryRepeats: 2,
+  entryFills: 5,
+  emulatorSeconds: 1,
+  emulatorRuns: 1,
+  checkpointSeconds: 0.5,
+};
+
+const GUEST_SIZES = [1, 4, 16, 64];
+const SIZE_K = 256;
+const LOOP_GIB = 16;
+const LOOP_KS = [16, 256, 4096];
+const CHECKPOINT_KS = [16, 64, 256, 1024];
+/** The local APIC's MMIO page: guest RAM written there exits to userspace instead (ExitReason.Mmio). */
+const APIC_GPA = 0xfee0_0000;
+/** Guest RAM at 4 GiB, above the PC's MMIO hole, for the configurations whose stride would write the APIC page. */
+const HIGH_RAM_GPA = 4 * GIB;
+
+type CheckpointBench = typeof import('../lib/checkpoint/bench');
+
+class Runner {
+  readonly errors: BenchError[] = [];
+  readonly #log: (line: string) => void;
+  readonly #reference: Reference;
+  #referenceTakesRamGpa = false;
+  #referenceMissing = false;
+
+  constructor(log: (line: string) => void, reference: Reference) {
+    this.#log = log;
+    this.#reference = reference;
+  }
+
+  /** Builds the C reference if needed and asks whether it can move guest RAM (--ram-gpa). */
+  prepare(): void {
+    try {
+      this.#reference.ensureBuilt(this.#log);
+      this.#referenceTakesRamGpa = this.#reference.supportsOption('--ram-gpa');
+    } catch (e) {
+      // Without the reference the Node figures still stand; this one error says why every C figure is missing.
+      this.#referenceMissing = true;
+      this.error('C reference', e);
+    }
+  }
+
+  /**
+   * Where guest RAM goes for a stride of K pages over `guestGiB`, the same for Node and C:
+   * right after the harness (2 MiB), unless a stride page would be the local APIC's MMIO page
+   * (0xfee00000: the write exits to userspace as ExitReason.Mmio), then at 4 GiB. Only there,
+   * since the reference sets no CPUID and its guest then reaches only 64 GiB of physical address.
+   */
+  ramGpaFor(guestGiB: number, k: number): number {
+    return strideWritesGpa({ ramGpa: HARNESS_BYTES, guestBytes: guestGiB * GIB, k }, APIC_GPA) ? HIGH_RAM_GPA : HARNESS_BYTES;
+  }
+
+  error(what: string, e: unknown): void {
+    const reason = e instanceof Error ? e.message : String(e);
+    if (!this.errors.some((x) => x.what === what)) this.errors.push({ what, reason });
+    this.#log(`  ${what}: ${reason}`);
+  }
+
+  /**
+   * Runs `c` and `node` `repeats` times each, alternating which goes first; a side that fails
+   * is not retried. Without a built reference only Node runs (its one error says why).
+   */
+  interleave<C, N>(what: string, repeats: number, c: () => C, node: () => N): { c: C[]; node: N[] } {
+    const out = { c: [] as C[], node: [] as N[] };
+    let cOk = !this.#referenceMissing;
+    let nodeOk = true;
+    const runC = () => {
+      if (!cOk) return;
+      try {
+        out.c.push(c());
+      } catch (e) {
+        cOk = false;
+        this.error(`${what} (C)`, e);
+      }
+    };
+    const runNode = () => {
+      if (!nodeOk) return;
+      try {
+        out.node.push(node());
+      } catch (e) {
+        nodeOk = false;
+        this.error(`${what} (Node)`, e);
+      }
+    };
+    for (let r = 0; r < repeats; r++) {
+      if (r % 2 === 0) {
+        runC();
+        runNode();
+      } else {
+        runNode();
+        runC();
+      }
+    }
+    return out;
+  }
+
+  reference(args: Parameters<Reference['run']>[0]): ReferenceResult {
+    if (args.ramGpa !== undefined && args.ramGpa !== HARNESS_BYTES && !this.#referenceTakesRamGpa) {
+      throw new Error(`this build of the C reference has no --ram-gpa to place RAM at ${args.ramGpa} (its stride would write the APIC page at 0xfee00000)`);
+    }
+    return this.#reference.run(args.ramGpa === HARNESS_BYTES ? { ...args, ramGpa: undefined } : args);
+  }
+
+  epochLoops(plan: Plan): BenchResults['epochLoop'] {
+    const result: BenchResults['epochLoop'] = {};
+    for (const k of LOOP_KS) {
+      // K = 4096 needs more than 4096 entries; one run writes K distinct pages, far below the 1 MiB ring's soft limit.
+      const ringEntries = k === 4096 ? RING_MAX_ENTRIES : undefined;
+      const what = `epoch loop K=${k}`;
+      this.#log(`${what}, ${LOOP_GIB} GiB, ring: ${plan.repeats} x ${plan.loopSeconds} s per side`);
+      const ramGpa = this.ramGpaFor(LOOP_GIB, k);
+      const c = () => this.reference({ mode: 'ring', guestGiB: LOOP_GIB, k, seconds: plan.loopSeconds, ringEntries, ramGpa });
+      const runs = this.interleave(what, plan.repeats, c, () =>
+        epochLoop({ backend: 'native', mode: 'ring', guestBytes: LOOP_GIB * GIB, k, seconds: plan.loopSeconds, ringEntries, ramGpa }),
+      );
+      const node = medianOf(runs.node.map((r) => r.epochsPerSec));
+      const cRate = medianOf(runs.c.map((r) => r.epochsPerSec));
+      result[`k${k}`] = {
+        node,
+        c: cRate,
+        ratio: ratio(node, cRate),
+        guestGiB: LOOP_GIB,
+        ringEntries: runs.node[0]?.ringEntries ?? runs.c[0]?.ringEntries ?? 0,
+        ramGpa,
+        // where an epoch's time goes (medians of the per-run medians): KVM_RUN to the epoch's exit, then harvest + reset
+        runNs: { node: medianOf(runs.node.map((r) => r.runNsPerEpoch)), c: medianOf(runs.c.map((r) => r.runNsPerEpoch ?? NaN)) },
+        harvestNs: { node: medianOf(runs.node.map((r) => r.harvestNsPerEpoch)), c: medianOf(runs.c.map((r) => r.harvestNsPerEpoch)) },
+      };
+      this.#log(`  node ${fmtRate(node)}  c ${fmtRate(cRate)} epochs/s`);
+    }
+    return result;
+  }
+
+  harvestPerEntry(plan: Plan): BenchResults['harvestPerEntryNs'] {
+    this.#log(`harvest per entry, full ${RING_MAX_ENTRIES}-entry ring: ${plan.entryRepeats} x ${plan.entryFills} fills per side`);
+    const entries = 65000;
+    const runs = this.interleave('harvest per entry', plan.entryRepeats, () => this.reference({ mode: 'harvest-per-entry', k: entries, epochs: plan.entryFills }), () =>
+      harvestPerEntry({ backend: 'native', entries, repeats: plan.entryFills, path: 'library' }),
+    );
+    const atomics: number[] = [];
+    for (let r = 0; r < plan.entryRepeats; r++) {
+      try {
+        atomics.push(harvestPerEntry({ backend: 'native', entries, repeats: plan.entryFills, path: 'atomics' }).harvestNsPerEntry);
+      } catch (e) {
+        this.error('harvest per entry (Node, TypeScript Atomics)', e);
+        break;
+      }
+    }
+    const node = medianOf(runs.node.map((r) => r.harvestNsPerEntry));
+    const c = medianOf(runs.c.map((r) => r.harvestNsPerEntry ?? NaN));
+    const nodeAtomics = medianOf(atomics);
+    this.#log(`  node ${fmtNum(node)}  atomics ${fmtNum(nodeAtomics)}  c ${fmtNum(c)} ns/entry`);
+    return { node, c, ratio: ratio(node, c), nodeAtomics, nodeAtomicsRatio: ratio(nodeAtomics, c), entries, batch: runs.node[0]?.batch ?? null };
+  }
+
+  harvestVsSize(plan: Plan): BenchResults['harvestPerEpochNs'] {
+    const result: BenchResults['harvestPerEpochNs'] = {};
+    for (const g of GUEST_SIZES) {
+      const modes = {} as SizeModes;
+      for (const mode of ['ring', 'bitmap', 'bitmap-clear'] as HarvestMode[]) {
+        const what = `harvest per epoch, ${g} GiB, ${mode}`;
+        this.#log(`${what}: ${plan.sizeRepeats} x ${plan.sizeSeconds} s per side`);
+        const ramGpa = this.ramGpaFor(g, SIZE_K);
+        const runs = this.interleave(what, plan.sizeRepeats, () => this.reference({ mode, guestGiB: g, k: SIZE_K, seconds: plan.sizeSeconds, ramGpa }), () =>
+          epochLoop({ backend: 'native', mode, guestBytes: g * GIB, k: SIZE_K, seconds: plan.sizeSeconds, ramGpa }),
+        );
+        modes[mode] = { node: medianOf(runs.node.map((r) => r.harvestNsPerEpoch)), c: medianOf(runs.c.map((r) => r.harvestNsPerEpoch)) };
+        this.#log(`  node ${fmtNum(modes[mode].node)}  c ${fmtNum(modes[mode].c)} ns`);
+      }
+      result[String(g)] = modes;
+    }
+    return result;
+  }
+
+  heap(): BenchResults['harvestHeap'] {
+    const result: BenchResults['harvestHeap'] = {};
+    for (const p of ['library', 'atomics'] as const) {
+      this.#log(`heap growth over 1,000,000 harvested entries (${p})`);
+      try {
+        const h = harvestHeapGrowth({ backend: 'native', path: p, totalEntries: 1_000_000 });
+        result[p] = { entries: h.entries, allocatedBytes: h.allocatedBytes, retainedBytes: h.retainedBytes, batch: h.batch };
+        this.#log(`  allocated ${h.allocatedBytes} B, retained ${h.retainedBytes} B over ${h.entries} entries`);
+      } catch (e) {
+        result[p] = null;
+        this.error(`heap growth (${p})`, e);
+      }
+    }
+    return result;
+  }
+
+  emulator(plan: Plan): number | null {
+    this.#log(`emulator events: ${plan.emulatorRuns} x ${plan.emulatorSeconds} s`);
+    const rates: number[] = [];
+    for (let r = 0; r < plan.emulatorRuns; r++) {
+      try {
+        rates.push(emulatorEvents({ seconds: plan.emulatorSeconds }).eventsPerSec);
+      } catch (e) {
+        this.error('emulator events', e);
+        return null;
+      }
+    }
+    const rate = medianOf(rates);
+    this.#log(`  ${fmtRate(rate)} events/s`);
+    return rate;
+  }
+
+  async checkpoint(plan: Plan): Promise<Record<string, CheckpointFigures> | null> {
+    let bench: CheckpointBench;
+    try {
+      // Loaded only now: the checkpoint engine (its transport, replica process) is a separate
+      // part of the library, and a failure to load it leaves the other figures standing.
+      bench = require('../lib/checkpoint/bench') as CheckpointBench;
+    } catch (e) {
+      this.error('checkpoint', e);
+      return null;
+    }
+    const result: Record<string, CheckpointFigures> = {};
+    for (const k of CHECKPOINT_KS) {
+      const figures: CheckpointFigures = { ring: null, bitmap: null };
+      for (const mode of ['ring', 'bitmap'] as const) {
+        this.#log(`checkpoint K=${k} ${mode}: ${plan.checkpointSeconds} s`);
+        try {
+          const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: k, mode, seconds: plan.checkpointSeconds });
+          figures[mode] = r.committedPerSec;
+          figures[`${mode}PauseP50Us`] = r.pauseP50Us;
+          figures[`${mode}PauseP99Us`] = r.pauseP99Us;
+          this.#log(`  ${fmtRate(r.committedPerSec)} committed/s, pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
+        } catch (e) {
+          this.error(`checkpoint K=${k} ${mode}`, e);
+        }
+      }
+      result[`k${k}`] = figures;
+    }
+    return result;
+  }
+}
+
+function medianOf(xs: number[]): number | null {
+  const finite = xs.filter(Number.isFinite);
+  return finite.length === 0 ? null : median(finite);
+}
+
+function fmtNum(x: number | null): string {
+  return x === null ? '-' : x.toFixed(2);
+}
+
+function fmtRate(x: number | null): string {
+  return x === null ? '-' : Math.round(x).toLocaleString('en-US');
+}
+
+function firstLine(cmd: string, args: string[]): string | null {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.split('\n')[0].trim() : null;
+}
+
+/** The machine the figures come from. */
+function hostDescription(plan: 'full' | 'quick'): Record<string, unknown> {
+  let kvm: Record<string, unknown> | null = null;
+  try {
+    const k = openKvm({ backend: 'native' });
+    kvm = { ...k.hostInfo };
+    k.close();
+  } catch (e) {
+    kvm = { error: e instanceof Error ? e.message : String(e) };
+  }
+  const cpus = os.cpus();
+  return {
+    cpu: cpus[0]?.model ?? null,
+    cores: cpus.length,
+    memoryGiB: Math.round(os.totalmem() / GIB),
+    kernel: os.release(),
+    kvm,
+    node: process.version,
+    v8: process.versions.v8,
+    cc: firstLine('cc', ['--version']),
+    date: new Date().toISOString(),
+    plan,
+  };
+}
+
+async function main(): Promise<void> {
+  const program = new Command()
+    .name('bench')
+    .description('kvm-dirty against its C reference: ring vs bitmap, Node vs C, emulator and checkpoint rates')
+    .option('--quick', 'a short run (fewer, shorter repeats)')
+    .option('--json', 'print only the results object (progress still goes to stderr)')
+    .option('--markdown', 'print the tables as Markdown (for the README)')
+    .option('--out <file>', 'results file', 'bench/results.json')
+    .option('--chart <file>', 'SVG chart file', 'docs/harvest-vs-guest-size.svg')
+    .option('--quiet', 'no progress on stderr')
+    .option('--report <file>', 'measure nothing: print the report of a results file written before')
+    .parse();
+  const opts = program.opts<{ quick?: boolean; json?: boolean; markdown?: boolean; out: string; chart: string; quiet?: boolean; report?: string }>();
+  const root = packageRoot();
+  const print = (results: BenchResults): void => {
+    process.stdout.write(opts.json ? `${JSON.stringify(results)}\n` : `${formatReport(results, opts.markdown ? 'markdown' : 'text')}\n`);
+  };
+  if (opts.report !== undefined) {
+    print(JSON.parse(fs.readFileSync(path.resolve(opts.report), 'utf8')) as BenchResults);
+    return;
+  }
+  const plan = opts.quick ? QUICK : FULL;
+  const started = Date.now();
+  const log = opts.quiet ? () => {} : (line: string) => process.stderr.write(`[${((Date.now() - started) / 1e3).toFixed(0).padStart(3)} s] ${line}\n`);
+
+  const runner = new Runner(log, new Reference(root));
+  runner.prepare();
+  const epochLoopResults = runner.epochLoops(plan);
+  const harvestPerEntryNs = runner.harvestPerEntry(plan);
+  const harvestPerEpochNs = runner.harvestVsSize(plan);
+  const harvestHeap = runner.heap();
+  const emulatorEventsPerSec = runner.emulator(plan);
+  const checkpoint = await runner.checkpoint(plan);
+
+  const ringVsBitmap: Record<string, number | null> = {};
+  const ringVsBitmapC: Record<string, number | null> = {};
+  for (const [g, m] of Object.entries(harvestPerEpochNs)) {
+    ringVsBitmap[g] = ratio(m.bitmap.node, m.ring.node);
+    ringVsBitmapC[g] = ratio(m.bitmap.c, m.ring.c);
+  }
+  const partial: Omit<BenchResults, 'targets'> = {
+    epochLoop: epochLoopResults,
+    harvestPerEntryNs,
+    harvestPerEpochNs,
+    ringVsBitmap,
+    ringVsBitmapC,
+    harvestHeapGrowthBytes: harvestHeap.library?.allocatedBytes ?? null,
+    harvestHeap,
+    emulatorEventsPerSec,
+    checkpoint,
+    errors: runner.errors,
+    host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
+  };
+  const results: BenchResults = { ...partial, targets: evaluateTargets(partial) };
+
+  const outFile = path.resolve(root, opts.out);
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  fs.writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);
+  const points = chartPoints(harvestPerEpochNs);
+  if (points.length > 0) {
+    const host = results.host as { cpu: string | null; cores: number; kvm: { description?: string } | null; node: string; kernel: string };
+    const machine = [`${host.cores} cores, ${host.cpu ?? 'unknown CPU'}, Linux ${host.kernel}, Node ${host.node}`, host.kvm?.description ?? 'KVM'];
+    const chartFile = path.resolve(root, opts.chart);
+    fs.mkdirSync(path.dirname(chartFile), { recursive: true });
+    fs.writeFileSync(chartFile, await renderSvg(harvestChartSpec(points, { pagesPerEpoch: SIZE_K, machine })));
+    log(`wrote ${path.relative(root, outFile)} and ${path.relative(root, chartFile)}`);
+  }
+  print(results);
+}
+
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`bench: ${e.stack ?? e.message}\n`);
+    process.exitCode = 1;
+  });
+}

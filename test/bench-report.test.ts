@@ -1,0 +1,115 @@
+// The benchmark's arithmetic and report (bench/stats.ts, bench/report.ts): pure functions,
+// checked on made-up results. No timing is asserted anywhere.
+import { evaluateTargets, fmt, formatReport, type BenchResults } from '../bench/report';
+import { median, ratio, Samples } from '../bench/stats';
+
+describe('median', () => {
+  test('odd, even (the upper middle, as the C reference), unsorted, empty', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(3);
+    expect(median(new Float64Array([10, -5, 7, 7, 100]))).toBe(7);
+    expect(median([])).toBeNaN();
+  });
+
+  test('does not reorder its input', () => {
+    const xs = [3, 1, 2];
+    median(xs);
+    expect(xs).toEqual([3, 1, 2]);
+  });
+});
+
+describe('Samples', () => {
+  test('grows past its initial capacity and keeps every sample in order', () => {
+    const s = new Samples(2);
+    for (let i = 0; i < 1000; i++) s.push(i);
+    expect(s.length).toBe(1000);
+    expect(Array.from(s.values().subarray(0, 3))).toEqual([0, 1, 2]);
+    expect(s.values()[999]).toBe(999);
+    expect(s.median()).toBe(500);
+  });
+});
+
+describe('ratio', () => {
+  test('a / b, null for a missing side or a zero divisor', () => {
+    expect(ratio(6, 3)).toBe(2);
+    expect(ratio(null, 3)).toBeNull();
+    expect(ratio(3, undefined)).toBeNull();
+    expect(ratio(3, 0)).toBeNull();
+    expect(ratio(NaN, 1)).toBeNull();
+  });
+});
+
+function results(): Omit<BenchResults, 'targets'> {
+  const modes = (ring: number, bitmap: number) => ({ ring: { node: ring, c: ring / 2 }, bitmap: { node: bitmap, c: bitmap / 2 }, 'bitmap-clear': { node: bitmap, c: null } });
+  return {
+    epochLoop: {
+      k16: { node: 9000, c: 10000, ratio: 0.9, guestGiB: 16, ringEntries: 256 },
+      k256: { node: 1000, c: 1100, ratio: 1000 / 1100, guestGiB: 16, ringEntries: 1024 },
+      k4096: { node: 150, c: null, ratio: null, guestGiB: 16, ringEntries: 65536, runNs: { node: 31_000, c: null }, harvestNs: { node: 140_000, c: null } },
+    },
+    harvestPerEntryNs: { node: 3, c: 2, ratio: 1.5, nodeAtomics: 20, nodeAtomicsRatio: 10, entries: 65000, batch: true },
+    harvestPerEpochNs: { '1': modes(5000, 20000), '64': modes(5000, 1_000_000) },
+    ringVsBitmap: { '1': 4, '64': 200 },
+    ringVsBitmapC: { '1': 4, '64': 200 },
+    harvestHeapGrowthBytes: 0,
+    harvestHeap: { library: { entries: 1_040_000, allocatedBytes: 0, retainedBytes: 1000, batch: true }, atomics: null },
+    emulatorEventsPerSec: 4e6,
+    checkpoint: null,
+    errors: [{ what: 'epoch loop K=4096 (C)', reason: 'the APIC page' }],
+    host: {},
+  };
+}
+
+describe('evaluateTargets', () => {
+  test('checks each bound, inclusive, and says null where a figure is missing', () => {
+    const t = evaluateTargets(results());
+    expect(t.epochLoopK16).toMatchObject({ value: 0.9, op: '>=', bound: 0.9, met: true });
+    expect(t.harvestPerEntry).toMatchObject({ value: 1.5, met: true });
+    expect(t.ringVsBitmap64).toMatchObject({ value: 200, met: true });
+    expect(t.harvestHeapPerEntry).toMatchObject({ value: 0, met: true });
+    expect(t.emulatorEvents).toMatchObject({ value: 4e6, met: false });
+
+    const r = results();
+    r.epochLoop.k16 = { ...r.epochLoop.k16, node: null, ratio: null };
+    r.harvestHeapGrowthBytes = 2_080_000; // 2 bytes per entry: growth proportional to entries
+    r.harvestPerEntryNs = { ...r.harvestPerEntryNs, ratio: 1.51 };
+    const u = evaluateTargets(r);
+    expect(u.epochLoopK16.met).toBeNull();
+    expect(u.harvestHeapPerEntry).toMatchObject({ value: 2, met: false });
+    expect(u.harvestPerEntry.met).toBe(false);
+  });
+});
+
+describe('formatReport', () => {
+  test('prints every figure, the targets and the errors', () => {
+    const r = results();
+    const text = formatReport({ ...r, targets: evaluateTargets(r) });
+    expect(text).toContain('64 GiB');
+    expect(text).toMatch(/64 GiB\s+5\s+2\.5\s+1,000\s+500/); // µs: ring Node, ring C, bitmap Node, bitmap C
+    expect(text).toMatch(/^16\s+256\s+9,000\s+10,000\s+0\.9\s+-\s+-\s+-\s+-$/m);
+    expect(text).toMatch(/^4096\s+65536\s+150\s+-\s+-\s+31\s+-\s+140\s+-$/m);
+    expect(text).toContain('native batch harvest');
+    expect(text).toContain('Checkpoint engine: not measured');
+    expect(text).toMatch(/emulator dirty-page events per second\s+4,000,000\s+>= 5,000,000\s+NO/);
+    expect(text).toContain('epoch loop K=4096 (C): the APIC page');
+  });
+
+  test('as Markdown: the same figures in pipe tables, bold titles, errors as a list', () => {
+    const r = results();
+    const md = formatReport({ ...r, targets: evaluateTargets(r) }, 'markdown');
+    expect(md).toContain('**Harvest + re-arm per epoch, 256 dirty pages (median µs)**');
+    expect(md).toContain('| guest | ring Node | ring C |');
+    expect(md).toContain('|---|--:|--:|');
+    expect(md).toMatch(/^\| 64 GiB \| 5 \| 2\.5 \| 1,000 \| 500 \|/m);
+    expect(md).toContain('**Emulator:** dirty-page events per second');
+    expect(md).toContain('- epoch loop K=4096 (C): the APIC page');
+  });
+
+  test('fmt: significant digits, separators, dashes for missing figures', () => {
+    expect(fmt(3.14159)).toBe('3.14');
+    expect(fmt(123456.7)).toBe('123,457');
+    expect(fmt(0.000123456)).toBe('0.000123');
+    expect(fmt(null)).toBe('-');
+    expect(fmt(Infinity)).toBe('-');
+  });
+});
