@@ -58,18 +58,27 @@ export class DirtyBitmap {
   forEach(fn: (page: number) => void): void {
     const words = this.#words;
     const bytes = this.#bytes;
-    for (let w = 0; w < words.length; w++) {
-      if (words[w] === 0) continue; // skip 32 clean pages at once
-      for (let b = w * 4; b < w * 4 + 4; b++) {
-        let v = bytes[b];
-        while (v !== 0) {
-          const bit = 31 - Math.clz32(v & -v);
-          const page = b * 8 + bit;
-          if (page >= this.pages) return;
-          fn(page);
-          v &= v - 1;
+    const n = words.length;
+    const pages = this.pages;
+    let w = 0;
+    while (w < n) {
+      // Skip clean pages 128 at a time (the scan dominates a large, sparse bitmap).
+      if (w + 4 <= n && (words[w] | words[w + 1] | words[w + 2] | words[w + 3]) === 0) {
+        w += 4;
+        continue;
+      }
+      if (words[w] !== 0) {
+        for (let b = w * 4; b < w * 4 + 4; b++) {
+          let v = bytes[b];
+          while (v !== 0) {
+            const page = b * 8 + (31 - Math.clz32(v & -v));
+            if (page >= pages) return;
+            fn(page);
+            v &= v - 1;
+          }
         }
       }
+      w++;
     }
   }
 
