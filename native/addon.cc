@@ -52,6 +52,22 @@ static Napi::Object Layout(Napi::Env env) {
   o.Set("kvmRunExitReasonOffset", Napi::Number::New(env, offsetof(kvm_run, exit_reason)));
   o.Set("cmmaLogSize", Napi::Number::New(env, sizeof(kvm_s390_cmma_log)));
   o.Set("kickSignal", Napi::Number::New(env, KickSignal()));
+  // Where each field of an exit sits in a vCPU's exitState (lib/native/backend.ts reads them).
+  Napi::Object exit = Napi::Object::New(env);
+  exit.Set("reason", Napi::Number::New(env, kExitReason));
+  exit.Set("ioDirection", Napi::Number::New(env, kExitIoDirection));
+  exit.Set("ioSize", Napi::Number::New(env, kExitIoSize));
+  exit.Set("ioPort", Napi::Number::New(env, kExitIoPort));
+  exit.Set("ioCount", Napi::Number::New(env, kExitIoCount));
+  exit.Set("ioValue", Napi::Number::New(env, kExitIoValue));
+  exit.Set("mmioPhysAddr", Napi::Number::New(env, kExitMmioPhysAddr));
+  exit.Set("mmioLen", Napi::Number::New(env, kExitMmioLen));
+  exit.Set("mmioIsWrite", Napi::Number::New(env, kExitMmioIsWrite));
+  exit.Set("mmioData", Napi::Number::New(env, kExitMmioData));
+  exit.Set("hasDetail", Napi::Number::New(env, kExitHasDetail));
+  exit.Set("detailHigh", Napi::Number::New(env, kExitDetailHigh));
+  exit.Set("detailLow", Napi::Number::New(env, kExitDetailLow));
+  o.Set("exitFields", exit);
   return o;
 }
 

@@ -41,7 +41,7 @@ struct RunResult {
   uint64_t detail = 0;
 };
 
-// An exit as numbers, for lib/native/backend.ts's decodeExit() (the indexes are its EXIT_*):
+// An exit as numbers, for lib/native/backend.ts's exit decoder (layout.exitFields names the indexes):
 // run() fills the vCPU's exitState array and returns; runAsync() resolves with a fresh one.
 // Numbers cross Node-API far cheaper than objects built field by field.
 enum ExitField {

@@ -19,7 +19,7 @@ import { Cap, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
 import { fail, isKvmError, KvmError } from '../errors';
 import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
 import { hostArch } from '../open';
-import { loadBinding, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
+import { loadBinding, type NativeExitFields, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
 import { hostInfo } from './host';
 
 const GIB = 2 ** 30;
@@ -38,7 +38,7 @@ export function openNativeBackend(options: BackendOptions = {}): BackendSystem {
   } catch (e) {
     throw openError(e, device);
   }
-  return new NativeSystemBackend(system, arch, hostInfo());
+  return new NativeSystemBackend(system, arch, hostInfo(), exitDecoder(addon.layout.exitFields));
 }
 
 /** The kernel's open() error with what to do about it, as the selftests' open_path_or_exit says it. */
@@ -60,6 +60,7 @@ class NativeSystemBackend implements BackendSystem {
     private readonly system: NativeSystem,
     readonly arch: Arch,
     readonly hostInfo: HostInfo,
+    private readonly decodeExit: ExitDecoder,
   ) {}
 
   getApiVersion(): number {
@@ -75,7 +76,7 @@ class NativeSystemBackend implements BackendSystem {
   }
 
   createVm(type: number): BackendVm {
-    return new NativeVmBackend(this.system.createVm(type));
+    return new NativeVmBackend(this.system.createVm(type), this.decodeExit);
   }
 
   close(): void {
@@ -89,7 +90,10 @@ class NativeVmBackend implements BackendVm {
   /** The memory slots as the kernel has them (for load()). */
   readonly #slots = new Map<number, MemoryRegion>();
 
-  constructor(private readonly vm: NativeVm) {}
+  constructor(
+    private readonly vm: NativeVm,
+    private readonly decodeExit: ExitDecoder,
+  ) {}
 
   checkExtension(cap: number): number {
     return this.vm.checkExtension(cap);
@@ -114,7 +118,7 @@ class NativeVmBackend implements BackendVm {
   }
 
   createVcpu(id: number): BackendVcpu {
-    return new NativeVcpuBackend(this.vm.createVcpu(id, this.#ringBytes), this.#slots);
+    return new NativeVcpuBackend(this.vm.createVcpu(id, this.#ringBytes), this.#slots, this.decodeExit);
   }
 
   getDirtyLog(slot: number, bitmap: Uint8Array): void {
@@ -159,40 +163,30 @@ class NativeVmBackend implements BackendVm {
   }
 }
 
-// native/vcpu.h ExitField: an exit as numbers.
-const EXIT_REASON = 0;
-const EXIT_IO_DIRECTION = 1;
-const EXIT_IO_SIZE = 2;
-const EXIT_IO_PORT = 3;
-const EXIT_IO_COUNT = 4;
-const EXIT_IO_VALUE = 5;
-const EXIT_MMIO_PHYS_ADDR = 6;
-const EXIT_MMIO_LEN = 7;
-const EXIT_MMIO_IS_WRITE = 8;
-const EXIT_MMIO_DATA = 9;
-const EXIT_HAS_DETAIL = 17;
-const EXIT_DETAIL_HIGH = 18;
-const EXIT_DETAIL_LOW = 19;
+type ExitDecoder = (state: Float64Array) => ExitInfo;
 
-/** The ExitInfo of an exit the addon encoded (KVM_EXIT_IO and _MMIO carry their data). */
-function decodeExit(e: Float64Array): ExitInfo {
-  const reason = e[EXIT_REASON];
-  const exit: ExitInfo = { reason };
-  if (reason === ExitReason.Io) {
-    exit.io = {
-      port: e[EXIT_IO_PORT],
-      direction: e[EXIT_IO_DIRECTION] === EXIT_IO_OUT ? 'out' : 'in',
-      size: e[EXIT_IO_SIZE],
-      count: e[EXIT_IO_COUNT],
-      value: e[EXIT_IO_VALUE],
-    };
-  } else if (reason === ExitReason.Mmio) {
-    const len = e[EXIT_MMIO_LEN];
-    const isWrite = e[EXIT_MMIO_IS_WRITE] !== 0;
-    exit.mmio = { physAddr: e[EXIT_MMIO_PHYS_ADDR], len, isWrite, data: isWrite ? Array.from(e.subarray(EXIT_MMIO_DATA, EXIT_MMIO_DATA + Math.min(len, 8))) : [] };
-  }
-  if (e[EXIT_HAS_DETAIL]) exit.detail = (BigInt(e[EXIT_DETAIL_HIGH]) << 32n) | BigInt(e[EXIT_DETAIL_LOW]);
-  return exit;
+/** Decodes the exits the addon encodes, at the indexes it reports (layout.exitFields). */
+function exitDecoder(f: NativeExitFields): ExitDecoder {
+  const { reason: R, ioDirection, ioSize, ioPort, ioCount, ioValue, mmioPhysAddr, mmioLen, mmioIsWrite, mmioData, hasDetail, detailHigh, detailLow } = f;
+  return (e) => {
+    const reason = e[R];
+    const exit: ExitInfo = { reason };
+    if (reason === ExitReason.Io) {
+      exit.io = {
+        port: e[ioPort],
+        direction: e[ioDirection] === EXIT_IO_OUT ? 'out' : 'in',
+        size: e[ioSize],
+        count: e[ioCount],
+        value: e[ioValue],
+      };
+    } else if (reason === ExitReason.Mmio) {
+      const len = e[mmioLen];
+      const isWrite = e[mmioIsWrite] !== 0;
+      exit.mmio = { physAddr: e[mmioPhysAddr], len, isWrite, data: isWrite ? Array.from(e.subarray(mmioData, mmioData + Math.min(len, 8))) : [] };
+    }
+    if (e[hasDetail]) exit.detail = (BigInt(e[detailHigh]) << 32n) | BigInt(e[detailLow]);
+    return exit;
+  };
 }
 
 class NativeVcpuBackend implements BackendVcpu {
@@ -204,6 +198,7 @@ class NativeVcpuBackend implements BackendVcpu {
   constructor(
     private readonly vcpu: NativeVcpu,
     private readonly slots: ReadonlyMap<number, MemoryRegion>,
+    private readonly decodeExit: ExitDecoder,
   ) {
     this.id = vcpu.id;
     this.exitState = vcpu.exitState;
@@ -220,11 +215,11 @@ class NativeVcpuBackend implements BackendVcpu {
 
   run(): ExitInfo {
     this.vcpu.run();
-    return decodeExit(this.exitState);
+    return this.decodeExit(this.exitState);
   }
 
   runAsync(): Promise<ExitInfo> {
-    return this.vcpu.runAsync().then(decodeExit);
+    return this.vcpu.runAsync().then(this.decodeExit);
   }
 
   kick(): void {

@@ -58,7 +58,7 @@ export interface NativeVcpu {
   run(): number;
   /** KVM_RUN on the vCPU's thread; resolves with the exit encoded as exitState is. */
   runAsync(): Promise<Float64Array>;
-  /** The last run()'s exit, encoded (native/vcpu.h ExitField). */
+  /** The last run()'s exit, encoded (layout.exitFields). */
   readonly exitState: Float64Array;
   kick(): void;
   getRegs(): Regs;
@@ -81,6 +81,14 @@ export interface NativeLayout {
   cmmaLogSize: number;
   /** the real-time signal that interrupts a KVM_RUN on a vCPU thread */
   kickSignal: number;
+  /** indexes of an exit's fields in NativeVcpu.exitState (native/vcpu.h ExitField) */
+  exitFields: NativeExitFields;
+}
+
+export interface NativeExitFields {
+  reason: number; ioDirection: number; ioSize: number; ioPort: number; ioCount: number; ioValue: number;
+  mmioPhysAddr: number; mmioLen: number; mmioIsWrite: number; mmioData: number;
+  hasDetail: number; detailHigh: number; detailLow: number;
 }
 
 export interface NativeAddon {
