@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openKvm } from '../lib';
-import { backends } from './helpers/backends';
+import { backends, unprivilegedLoadBlocker } from './helpers/backends';
 
 const native = backends().find((b) => b.name === 'native');
 const d = native && !native.skipReason ? describe : describe.skip;
@@ -55,8 +55,9 @@ describe('device faults (any host)', () => {
 });
 
 d('device faults (native host)', () => {
-  const asNobody = process.getuid?.() === 0 ? test : test.skip;
-  asNobody('an unpermitted device: native throws EACCES with a hint; auto falls back', () => {
+  const blocker = process.getuid?.() === 0 ? unprivilegedLoadBlocker() : 'not running as root';
+  const asNobody = blocker ? test.skip : test;
+  asNobody(`an unpermitted device: native throws EACCES with a hint; auto falls back${blocker ? ` (skipped: ${blocker})` : ''}`, () => {
     const script = `const { openKvm } = require(${JSON.stringify(join(__dirname, '..', 'dist', 'lib'))});
       let out = {};
       try { openKvm({ backend: 'native' }); } catch (e) { out = { name: e.name, code: e.code, syscall: e.syscall, message: e.message }; }

@@ -4,6 +4,8 @@
 // The emulator always runs. The native backend runs where the addon loads and /dev/kvm
 // opens; elsewhere its suites are skipped with the reason in the title, or fail when
 // KVM_REQUIRED=1 (CI on KVM runners). KVM_DIRTY_TEST_BACKENDS=native|emulator limits a run.
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { openKvm, type Kvm, type OpenOptions } from '../../lib';
 
 export interface BackendCase {
@@ -72,4 +74,17 @@ export function expectKvmError(fn: () => unknown, code: string, ioctl?: string):
     ...(ioctl ? { ioctl } : {}),
   });
   expect(err.errno).toBeLessThan(0);
+}
+
+/**
+ * Why a child process running as an unprivileged user (uid 65534, for the EACCES tests run as
+ * root) cannot load this package from where it lies, or undefined when it can: every
+ * directory above it must be searchable by others (a clone inside a mode-700 mktemp -d is not).
+ */
+export function unprivilegedLoadBlocker(root = resolve(__dirname, '..', '..')): string | undefined {
+  for (let dir = root; ; dir = dirname(dir)) {
+    const mode = statSync(dir).mode & 0o777;
+    if ((mode & 0o001) === 0) return `${dir} is not searchable by other users (mode ${mode.toString(8)})`;
+    if (dir === dirname(dir)) return undefined;
+  }
 }
