@@ -3,13 +3,18 @@
 //
 //   npm run soak [-- --backend native|emulator --lifecycles 10000 --epochs 1000000 --writes 1000000]
 // The short versions run in npm test (test/soak.test.ts).
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { DirtyBitmap, DirtyPages, ExitReason, MemFlag, Workload, openKvm, type Kvm, type BackendName } from '../lib';
 
 const fds = () => readdirSync('/proc/self/fd').length;
 const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+/** The mappings a VM owns: guest memory (shared anonymous, shown as /dev/zero) and kvm_run/rings (anon_inode:kvm-vcpu). */
+const kvmMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => /anon_inode:kvm|\/dev\/zero \(deleted\)/.test(l)).length;
+/** Bytes of live ArrayBuffers (the emulator's guest memory and rings live there) and of V8's heap. */
+const arrayBuffersMiB = () => process.memoryUsage().arrayBuffers / 2 ** 20;
+const heapMiB = () => process.memoryUsage().heapUsed / 2 ** 20;
 /** A full garbage collection, with or without --expose-gc (jest workers have no flag). */
 const gc: () => void = (() => {
   const exposed = (globalThis as { gc?: () => void }).gc;
@@ -28,7 +33,41 @@ function guest(kvm: Kvm, mode: 'ring' | 'bitmap', dataPages: number, ringBytes =
   return { vm, data, vcpu: vm.createVcpu(0) };
 }
 
-export interface LeakReport { iterations: number; fdsBefore: number; fdsAfter: number; rssBeforeMiB: number; rssAfterMiB: number }
+/**
+ * Before/after a soak. fds, KVM mappings and ArrayBuffer bytes are exact counts of what a VM owns;
+ * RSS also holds what the allocators keep after a free (glibc serves the emulator's 2 MiB
+ * buffers from its heap once a freed one raised the mmap threshold): it moves by tens of MiB
+ * between samples and plateaus, so it shows a leak only when the leak is large.
+ */
+export interface LeakReport {
+  iterations: number;
+  fdsBefore: number;
+  fdsAfter: number;
+  mappingsBefore: number;
+  mappingsAfter: number;
+  arrayBuffersBeforeMiB: number;
+  arrayBuffersAfterMiB: number;
+  heapBeforeMiB: number;
+  heapAfterMiB: number;
+  rssBeforeMiB: number;
+  rssAfterMiB: number;
+}
+
+interface Sample { fds: number; mappings: number; arrayBuffersMiB: number; heapMiB: number; rssMiB: number }
+const sample = (): Sample => ({ fds: fds(), mappings: kvmMappings(), arrayBuffersMiB: arrayBuffersMiB(), heapMiB: heapMiB(), rssMiB: rssMiB() });
+const report = (iterations: number, a: Sample, b: Sample): LeakReport => ({
+  iterations,
+  fdsBefore: a.fds,
+  fdsAfter: b.fds,
+  mappingsBefore: a.mappings,
+  mappingsAfter: b.mappings,
+  arrayBuffersBeforeMiB: a.arrayBuffersMiB,
+  arrayBuffersAfterMiB: b.arrayBuffersMiB,
+  heapBeforeMiB: a.heapMiB,
+  heapAfterMiB: b.heapMiB,
+  rssBeforeMiB: a.rssMiB,
+  rssAfterMiB: b.rssMiB,
+});
 
 /** Lets the event loop turn: Node-API runs the finalizers of collected native wrappers there. */
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -47,8 +86,7 @@ export async function soakLifecycles(kvm: Kvm, n: number): Promise<LeakReport> {
   }
   gc();
   await tick();
-  const fdsBefore = fds();
-  const rssBefore = rssMiB();
+  const before = sample();
   for (let i = 0; i < n; i++) {
     const g = guest(kvm, 'ring', 16, 8192);
     g.vcpu.load(Workload.stride({ firstPage: 512, pages: 4 }));
@@ -59,11 +97,11 @@ export async function soakLifecycles(kvm: Kvm, n: number): Promise<LeakReport> {
   gc();
   await tick();
   gc();
-  return { iterations: n, fdsBefore, fdsAfter: fds(), rssBeforeMiB: rssBefore, rssAfterMiB: rssMiB() };
+  return report(n, before, sample());
 }
 
 /** n epochs of 16 pages, each harvested and reset, on one VM: heap and fds must stay flat. */
-export function soakEpochs(kvm: Kvm, n: number): LeakReport & { entries: number; heapBeforeMiB: number; heapAfterMiB: number } {
+export function soakEpochs(kvm: Kvm, n: number): LeakReport & { entries: number } {
   const g = guest(kvm, 'ring', 64);
   const ring = g.vcpu.dirtyRing!;
   const out = new DirtyPages(ring.entries);
@@ -77,13 +115,11 @@ export function soakEpochs(kvm: Kvm, n: number): LeakReport & { entries: number;
   };
   for (let i = 0; i < 1000; i++) epoch(); // warm up the JIT
   gc();
-  const fdsBefore = fds();
-  const rssBefore = rssMiB();
-  const heapBefore = process.memoryUsage().heapUsed / 2 ** 20;
+  const before = sample();
   let entries = 0;
   for (let i = 0; i < n; i++) entries += epoch();
   gc();
-  const r = { iterations: n, entries, fdsBefore, fdsAfter: fds(), rssBeforeMiB: rssBefore, rssAfterMiB: rssMiB(), heapBeforeMiB: heapBefore, heapAfterMiB: process.memoryUsage().heapUsed / 2 ** 20 };
+  const r = { ...report(n, before, sample()), entries };
   g.vm.close();
   return r;
 }
