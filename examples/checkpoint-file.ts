@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExitReason, Workload, openKvm, type BackendName } from '../lib';
-import { Checkpointer, FileSink, createMachine, readCheckpointFile, restoreMachine, type DirtyMode } from '../lib/checkpoint';
+import { Checkpointer, FileSink, createMachine, readCheckpointFile, restoreMachine, sameContents, type DirtyMode } from '../lib/checkpoint';
 
 const arg = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
 
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
     const { image, error } = await readCheckpointFile(file);
     if (error) throw error;
     const copy = restoreMachine(kvm, image);
-    console.log(`restored epoch ${image.epoch}: memory ${copy.slots.every((s, i) => s.bytes.equals(guest.slots[i].bytes)) ? 'identical' : 'DIFFERENT'}`);
+    console.log(`restored epoch ${image.epoch}: memory ${copy.slots.every((s, i) => sameContents(s, guest.slots[i])) ? 'identical' : 'DIFFERENT'}`);
 
     // Both run one more epoch; the copy does exactly what the original does.
     const exit = copy.vcpus[0].run();
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     if (exit.reason !== ExitReason.Io || orig.reason !== ExitReason.Io) throw new Error(`unexpected exits ${exit.reason}, ${orig.reason}`);
     const page = copy.slots[1].bytes.readBigUInt64LE(0);
     console.log(`next epoch: copy OUT ${exit.io?.value}, original OUT ${orig.io?.value}; page 512 holds ${page}; ` +
-      `memory ${copy.slots[1].bytes.equals(guest.slots[1].bytes) ? 'still identical' : 'DIFFERENT'}`);
+      `memory ${sameContents(copy.slots[1], guest.slots[1]) ? 'still identical' : 'DIFFERENT'}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
     kvm.close();

@@ -3,7 +3,7 @@
 //
 //   node dist/examples/migrate.js [--backend native|emulator] [--mode ring|bitmap|bitmap-clear]
 import { ExitReason, Workload, openKvm, type BackendName, type Vcpu } from '../lib';
-import { createMachine, migrate, type DirtyMode } from '../lib/checkpoint';
+import { createMachine, migrate, sameContents, type DirtyMode } from '../lib/checkpoint';
 
 const arg = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
 
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     // Source and destination stopped in the same state: their next epochs must agree.
     const a = nextEpoch(source.vcpus[0]);
     const b = nextEpoch(r.destination.vcpus[0]);
-    const same = a.io?.value === b.io?.value && source.slots[1].bytes.equals(r.destination.slots[1].bytes);
+    const same = a.io?.value === b.io?.value && sameContents(source.slots[1], r.destination.slots[1]);
     console.log(`next epoch: source OUT ${a.io?.value}, destination OUT ${b.io?.value} -> ${same ? 'identical' : 'DIFFERENT'}`);
     if (!r.memoryEqual || !same) process.exitCode = 1;
   } finally {

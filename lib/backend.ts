@@ -134,6 +134,12 @@ export interface BackendMemory {
   readonly size: number;
   /** A zero-copy view of [offset, offset + length), detached (length 0) once closed. */
   view(offset: number, length: number): Uint8Array;
+  /**
+   * Byte ranges [start, end, start, end, ...] (page-aligned, ascending) outside which every
+   * byte reads as zero, found without reading the memory: native, the pages the memfd holds
+   * (SEEK_DATA/SEEK_HOLE); emulator, the whole memory. The public layer checks for closed.
+   */
+  dataRanges(): Float64Array;
   /** Detaches `buffer`, then unmaps. Idempotent. */
   close(): void;
 }

@@ -4,7 +4,8 @@ import { fail } from './errors';
 import { checkUint } from './validate';
 
 /**
- * Guest RAM: an anonymous shared mapping (MAP_NORESERVE: untouched pages cost nothing).
+ * Guest RAM: anonymous shared memory (a memfd, mapped MAP_SHARED | MAP_NORESERVE: untouched
+ * pages cost nothing).
  * `buffer` is the memory itself, zero-copy: what the guest writes is there, and what the
  * host writes there the guest reads (host writes are never dirty-logged). Closing (or
  * closing its VM) detaches `buffer` and every view before unmapping, so stale views read
@@ -42,6 +43,18 @@ export class GuestMemory {
     checkUint('length', length, this.size - offset);
     if (this.#closed) fail('EBADF', undefined, 'the guest memory is closed');
     return this._handle.view(offset, length);
+  }
+
+  /**
+   * Where the memory may hold data, found without reading it: byte ranges
+   * `[start, end, start, end, ...]` (page-aligned, ascending), every byte outside them zero.
+   * Native: the pages the kernel holds for the memory (written or read at some point; reading
+   * an untouched page of shared memory allocates it, so a full copy should visit only these).
+   * Emulator: the whole memory.
+   */
+  dataRanges(): Float64Array {
+    if (this.#closed) fail('EBADF', undefined, 'the guest memory is closed');
+    return this._handle.dataRanges();
   }
 
   get closed(): boolean {

@@ -1,6 +1,10 @@
 #include "memory.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <vector>
 
 #include "errors.h"
 
@@ -10,6 +14,7 @@ Napi::Function Memory::Define(Napi::Env env) {
                          InstanceAccessor<&Memory::GetBuffer>("buffer"),
                          InstanceAccessor<&Memory::GetSize>("size"),
                          InstanceMethod<&Memory::View>("view"),
+                         InstanceMethod<&Memory::DataRanges>("dataRanges"),
                          InstanceMethod<&Memory::Close>("close"),
                      });
 }
@@ -17,13 +22,20 @@ Napi::Function Memory::Define(Napi::Env env) {
 Napi::Object Memory::Create(Napi::Env env, int64_t size) {
   int64_t page = sysconf(_SC_PAGESIZE);
   if (size <= 0 || size % page != 0) throw Napi::RangeError::New(env, "createMemory: size must be a positive multiple of the page size");
+  // Guest RAM is anonymous shared memory held by a memfd, so that SEEK_DATA/SEEK_HOLE can say
+  // which pages were ever written (dataRanges): a full copy then reads only those, where
+  // reading the rest of shmem would allocate every page of the guest.
+  UniqueFd fd(memfd_create("kvm-dirty:guest", MFD_CLOEXEC));
+  if (!fd.valid()) ThrowKvmError(env, errno, nullptr, "guest memory", "memfd_create");
+  // Sizes the file; shmem allocates a page only when it is first touched.
+  if (ftruncate(fd.get(), size) != 0) ThrowKvmError(env, errno, nullptr, "guest memory", "ftruncate");
   int err = 0;
-  // Guest RAM. MAP_SHARED so the VMM (and a checkpoint writer) sees exactly what the guest
-  // wrote; MAP_NORESERVE so a 64 GiB guest costs only the pages it touches.
-  std::shared_ptr<Mapping> m = Mapping::Map(static_cast<size_t>(size), PROT_READ | PROT_WRITE,
-                                            MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, &err);
+  // MAP_SHARED so the VMM (and a checkpoint writer) sees exactly what the guest wrote;
+  // MAP_NORESERVE so a 64 GiB guest costs only the pages it touches.
+  std::shared_ptr<Mapping> m = Mapping::Map(static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0, &err);
   if (!m) ThrowKvmError(env, err, nullptr, "guest memory", "mmap");
-  return AddonData::Of(env)->memoryCtor.New({Napi::External<std::shared_ptr<Mapping>>::New(env, &m)});
+  Init init{std::move(m), std::move(fd)};
+  return AddonData::Of(env)->memoryCtor.New({Napi::External<Init>::New(env, &init)});
 }
 
 std::shared_ptr<Mapping> Memory::MappingOf(Napi::Env env, const Napi::Value& value) {
@@ -35,7 +47,9 @@ std::shared_ptr<Mapping> Memory::MappingOf(Napi::Env env, const Napi::Value& val
 }
 
 Memory::Memory(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Memory>(info), data_(AddonData::Of(info.Env())) {
-  mapping_ = *ConstructionToken<std::shared_ptr<Mapping>>(info);
+  Init* init = ConstructionToken<Init>(info);
+  mapping_ = std::move(init->mapping);
+  fd_ = std::move(init->fd);
   data_->Track(this);
 }
 
@@ -49,6 +63,7 @@ void Memory::CloseHandles() {
   if (!open_) return;
   open_ = false;
   mapping_->Close();
+  fd_.reset();
   data_->Untrack(this);
 }
 
@@ -72,6 +87,28 @@ Napi::Value Memory::View(const Napi::CallbackInfo& info) {
   }
   Napi::ArrayBuffer window = mapping_->Window(env, static_cast<size_t>(offset), static_cast<size_t>(length));
   return Napi::Uint8Array::New(env, window.ByteLength(), window, 0);
+}
+
+// dataRanges(): [start, end, start, end, ...] byte ranges the memfd holds pages for (written,
+// read-faulted, or swapped out); every byte outside them reads as zero.
+Napi::Value Memory::DataRanges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!open_) ThrowKvmError(env, EBADF, nullptr, "the guest memory is closed");
+  std::vector<double> ranges;
+  off_t size = static_cast<off_t>(mapping_->size());
+  for (off_t pos = 0; pos < size;) {
+    off_t start = lseek(fd_.get(), pos, SEEK_DATA);  // the next page shmem holds
+    if (start < 0 && errno == ENXIO) break;          // none after pos
+    if (start < 0) ThrowKvmError(env, errno, nullptr, "guest memory", "lseek");
+    off_t end = lseek(fd_.get(), start, SEEK_HOLE);  // where that run of pages ends (size at the latest)
+    if (end < 0) ThrowKvmError(env, errno, nullptr, "guest memory", "lseek");
+    ranges.push_back(static_cast<double>(start));
+    ranges.push_back(static_cast<double>(end));
+    pos = end;
+  }
+  Napi::Float64Array out = Napi::Float64Array::New(env, ranges.size());
+  std::copy(ranges.begin(), ranges.end(), out.Data());
+  return out;
 }
 
 Napi::Value Memory::Close(const Napi::CallbackInfo& info) {

@@ -1,4 +1,4 @@
-// Memory: guest RAM, an anonymous shared mapping handed to JS as one external ArrayBuffer.
+// Memory: guest RAM, anonymous shared memory (a memfd) handed to JS as one external ArrayBuffer.
 #pragma once
 
 #include <napi.h>
@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "addon.h"
+#include "fd.h"
 #include "mapping.h"
 
 class Memory : public Napi::ObjectWrap<Memory>, public Closable {
@@ -26,9 +27,17 @@ class Memory : public Napi::ObjectWrap<Memory>, public Closable {
   Napi::Value GetBuffer(const Napi::CallbackInfo& info);
   Napi::Value GetSize(const Napi::CallbackInfo& info);
   Napi::Value View(const Napi::CallbackInfo& info);
+  Napi::Value DataRanges(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+
+  // What Create() hands the constructor.
+  struct Init {
+    std::shared_ptr<Mapping> mapping;
+    UniqueFd fd;
+  };
 
   AddonData* data_;
   std::shared_ptr<Mapping> mapping_;
+  UniqueFd fd_;  // the memfd behind the mapping, for SEEK_DATA/SEEK_HOLE
   bool open_ = true;
 };

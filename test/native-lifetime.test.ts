@@ -24,8 +24,11 @@ function openFds(): Map<number, string> {
   return fds;
 }
 
-const kvmFds = (): string[] => [...openFds().values()].filter((t) => t === '/dev/kvm' || t.startsWith('anon_inode:kvm')).sort();
-const kvmMappings = (): string[] => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('kvm-vcpu'));
+/** The fds the library opens: /dev/kvm, the VM and vCPU inodes, guest memory's memfds. */
+const isKvmFd = (target: string): boolean => target === '/dev/kvm' || target.startsWith('anon_inode:kvm') || target.startsWith('/memfd:kvm-dirty:guest');
+const kvmFds = (): string[] => [...openFds().values()].filter(isKvmFd).sort();
+/** kvm_run and ring mappings, and guest memory. */
+const kvmMappings = (): string[] => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('kvm-vcpu') || l.includes('/memfd:kvm-dirty:guest'));
 
 /** PROT_NONE regions of exactly `bytes` in /proc/self/maps. */
 function inaccessibleRegions(bytes: number): number {
@@ -163,8 +166,10 @@ describeNative('native lifetime', (open) => {
 
   test('every fd is O_CLOEXEC, and a child process inherits none', () => {
     const g = makeGuest(kvm, { ringBytes: 4096 });
-    const fds = [...openFds()].filter(([, t]) => t === '/dev/kvm' || t.startsWith('anon_inode:kvm'));
-    expect(fds.map(([, t]) => t).sort()).toEqual(['/dev/kvm', 'anon_inode:kvm-vcpu:0', 'anon_inode:kvm-vm']);
+    const fds = [...openFds()].filter(([, t]) => isKvmFd(t));
+    // harness and data memory: one memfd each
+    const memfd = '/memfd:kvm-dirty:guest (deleted)';
+    expect(fds.map(([, t]) => t).sort()).toEqual(['/dev/kvm', memfd, memfd, 'anon_inode:kvm-vcpu:0', 'anon_inode:kvm-vm']);
     for (const [fd] of fds) {
       const flags = /^flags:\s*([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1];
       expect(parseInt(flags, 8) & 0o2000000).toBe(0o2000000); // O_CLOEXEC

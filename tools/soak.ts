@@ -10,8 +10,8 @@ import { DirtyBitmap, DirtyPages, ExitReason, MemFlag, Workload, openKvm, type K
 
 const fds = () => readdirSync('/proc/self/fd').length;
 const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
-/** The mappings a VM owns: guest memory (shared anonymous, shown as /dev/zero) and kvm_run/rings (anon_inode:kvm-vcpu). */
-const kvmMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => /anon_inode:kvm|\/dev\/zero \(deleted\)/.test(l)).length;
+/** The mappings a VM owns: guest memory (its memfd) and kvm_run/rings (anon_inode:kvm-vcpu). */
+const kvmMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => /anon_inode:kvm|\/memfd:kvm-dirty:guest/.test(l)).length;
 /** Bytes of live ArrayBuffers (the emulator's guest memory and rings live there) and of V8's heap. */
 const arrayBuffersMiB = () => process.memoryUsage().arrayBuffers / 2 ** 20;
 const heapMiB = () => process.memoryUsage().heapUsed / 2 ** 20;

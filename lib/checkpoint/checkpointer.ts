@@ -18,7 +18,7 @@
 import { ExitReason } from '../constants';
 import type { Vcpu } from '../vcpu';
 import type { Machine } from './machine';
-import { RING_RESERVED_ENTRIES, describeMachine, writesPerRun } from './machine';
+import { RING_RESERVED_ENTRIES, describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
 import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
 import { DirtyTracker, type PageSet } from './tracker';
@@ -261,15 +261,9 @@ export class Checkpointer {
     set.clear();
     this.#tracker.collect(set);
     set.clear();
-    const zero = Buffer.alloc(4096);
     const regs = this.#regs();
-    this.machine.slots.forEach((s, k) => {
-      const pages = s.layout.size / 4096;
-      for (let p = 0; p < pages; p++) {
-        // Buffer#compare with ranges: memcmp against a zero page, no per-page allocation.
-        if (zero.compare(s.bytes, p * 4096, p * 4096 + 4096) !== 0) set.add(k, p);
-      }
-    });
+    // Reads only the pages the memory holds (dataRanges): the rest are zero, and reading them would allocate them.
+    this.machine.slots.forEach((s, k) => forEachNonZeroPage(s, (p) => set.add(k, p)));
     this.#basePages = set.count;
     // One buffer of as many Epoch parts as needed (PART_PAGES pages each), then the Commit.
     const buf = this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);

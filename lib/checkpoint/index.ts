@@ -5,6 +5,7 @@ export { Checkpointer, EPOCH_PORT, COUNTER_PORT, type CheckpointSink, type Check
 export { ReplicaImage } from './image';
 export {
   createMachine, machineFromLayout, restoreMachine, describeMachine, chooseMode, hasDirtyRing, ringBytesFor,
+  forEachNonZeroPage, copyNonZeroPages, sameContents, type Contents, type MachineSlot,
   DATA_GFN, DATA_SLOT, HARNESS_SLOT, type DirtyMode, type Machine, type MachineOptions,
 } from './machine';
 export { DirtyTracker, PageSet } from './tracker';

@@ -53,6 +53,72 @@ export interface Machine {
   close(): void;
 }
 
+/** Bytes to compare or copy: a machine slot (its memory says where it may hold data) or a plain buffer. */
+export type Contents = MachineSlot | Buffer;
+
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+/**
+ * Page indexes where `c` may hold data, as a bit per page (1 = may). A machine slot answers
+ * from GuestMemory.dataRanges() without reading its memory: reading an untouched page of
+ * shared memory would allocate it, so a full copy of a 64 GiB guest would cost 64 GiB. A
+ * plain buffer (calloc'd: reading it allocates nothing) may hold data anywhere.
+ */
+function mayHold(c: Contents, pages: number): Uint8Array {
+  const out = new Uint8Array(pages);
+  if (Buffer.isBuffer(c)) return out.fill(1);
+  const ranges = c.memory.dataRanges();
+  for (let i = 0; i < ranges.length; i += 2) out.fill(1, ranges[i] / PAGE_SIZE, Math.min(pages, ranges[i + 1] / PAGE_SIZE));
+  return out;
+}
+
+const bytesOf = (c: Contents): Buffer => (Buffer.isBuffer(c) ? c : c.bytes);
+
+/** Calls fn(page) for every page of `c` that is not all zeros, reading only pages that may hold data. */
+export function forEachNonZeroPage(c: Contents, fn: (page: number) => void): void {
+  const bytes = bytesOf(c);
+  const pages = bytes.length / PAGE_SIZE;
+  const may = mayHold(c, pages);
+  for (let p = 0; p < pages; p++) {
+    // Buffer#compare with ranges: memcmp against a zero page, no per-page allocation.
+    if (may[p] && ZERO_PAGE.compare(bytes, p * PAGE_SIZE, (p + 1) * PAGE_SIZE) !== 0) fn(p);
+  }
+}
+
+/** Copies the non-zero pages of `from` into `to` (zero-filled, as new guest memory is); returns how many. */
+export function copyNonZeroPages(from: Contents, to: Buffer): number {
+  const src = bytesOf(from);
+  let n = 0;
+  forEachNonZeroPage(from, (p) => {
+    src.copy(to, p * PAGE_SIZE, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    n++;
+  });
+  return n;
+}
+
+/**
+ * Whether `a` and `b` hold the same bytes, reading each only where it may hold data: a page
+ * both may hold is compared, a page only one may hold must be zero there.
+ */
+export function sameContents(a: Contents, b: Contents): boolean {
+  const x = bytesOf(a);
+  const y = bytesOf(b);
+  if (x.length !== y.length) return false;
+  const pages = x.length / PAGE_SIZE;
+  const inA = mayHold(a, pages);
+  const inB = mayHold(b, pages);
+  for (let p = 0; p < pages; p++) {
+    const start = p * PAGE_SIZE;
+    const end = start + PAGE_SIZE;
+    if (inA[p] && inB[p]) {
+      if (x.compare(y, start, end, start, end) !== 0) return false;
+    } else if (inA[p] || inB[p]) {
+      if (ZERO_PAGE.compare(inA[p] ? x : y, start, end) !== 0) return false;
+    }
+  }
+  return true;
+}
+
 /** The kernel offers a dirty ring (either flavour). */
 export function hasDirtyRing(kvm: Kvm): boolean {
   return kvm.checkExtension(Cap.DirtyLogRingAcqRel) > 0 || kvm.checkExtension(Cap.DirtyLogRing) > 0;
@@ -194,7 +260,8 @@ export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 
   if (!layout || !image.restorable) throw new RangeError('the replica has no committed epoch with registers to restore');
   const m = machineFromLayout(kvm, layout, mode, ringBytes);
   try {
-    image.memory.forEach((bytes, i) => bytes.copy(m.slots[i].bytes));
+    // Only the image's non-zero pages: the new guest memory is zero, and writing every page would allocate all of it.
+    image.memory.forEach((bytes, i) => copyNonZeroPages(bytes, m.slots[i].bytes));
     setRegisters(m, layout, image.regs);
     return m;
   } catch (e) {

@@ -17,7 +17,7 @@
 import { ExitReason } from '../constants';
 import type { Kvm } from '../kvm';
 import { ReplicaImage } from './image';
-import { describeMachine, machineFromLayout, setRegisters, type DirtyMode, type Machine } from './machine';
+import { describeMachine, forEachNonZeroPage, machineFromLayout, sameContents, setRegisters, type DirtyMode, type Machine } from './machine';
 import { DirtyTracker } from './tracker';
 import { StreamWriter, type SlotSource } from './writer';
 
@@ -117,10 +117,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrationResult> {
     set.clear();
     tracker.collect(set);
     set.clear();
-    const zero = Buffer.alloc(4096);
-    src.slots.forEach((s, k) => {
-      for (let p = 0; p < s.layout.size / 4096; p++) if (zero.compare(s.bytes, p * 4096, p * 4096 + 4096) !== 0) set.add(k, p);
-    });
+    src.slots.forEach((s, k) => forEachNonZeroPage(s, (p) => set.add(k, p)));
     round(0, t);
     for (let r = 1; r <= maxRounds; r++) {
       await Promise.race([new Promise((res) => setTimeout(res, roundMs)), new Promise<void>((res) => (ringFull = res)), failed]);
@@ -159,7 +156,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrationResult> {
     if (!dest || !image.restorable) throw new Error('the destination is incomplete');
     setRegisters(dest, image.layout!, image.regs);
     const downtimeMs = performance.now() - stopAt;
-    const memoryEqual = src.slots.every((s, i) => s.bytes.equals(dest.slots[i].bytes));
+    const memoryEqual = src.slots.every((s, i) => sameContents(s, dest.slots[i]));
     return {
       destination: dest, rounds, downtimeMs, converged, bytes, memoryEqual,
       totalPages: rounds.reduce((n, r) => n + r.pages, 0),

@@ -2,6 +2,7 @@
 // same process; prints the rounds, pages per round and the downtime, and checks the result.
 
 import { migrate } from '../checkpoint/migrate';
+import { sameContents } from '../checkpoint/machine';
 import { buildGuest, open, type GuestFlags } from './common';
 
 interface Flags extends GuestFlags {
@@ -19,7 +20,7 @@ export async function migrateCommand(f: Flags): Promise<void> {
     // Both VMs stopped in the same state: run each to its next exit; they must agree.
     const a = src.vcpus[0].run();
     const b = r.destination.vcpus[0].run();
-    const nextEpochOk = JSON.stringify(a) === JSON.stringify(b) && src.slots.every((s, i) => s.bytes.equals(r.destination.slots[i].bytes));
+    const nextEpochOk = JSON.stringify(a) === JSON.stringify(b) && src.slots.every((s, i) => sameContents(s, r.destination.slots[i]));
     const report = {
       backend: kvm.backend, mode: src.mode, workload: f.workload, pages: f.pages, guestMib: f.guestMib,
       rounds: r.rounds.map((x) => ({ round: x.round, pages: x.pages, ms: round3(x.ms) })),

@@ -31,6 +31,11 @@ export class EmulatedMemory implements BackendMemory {
     return this.#buffer.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(this.#buffer, offset, length);
   }
 
+  /** An ArrayBuffer gives no account of which pages were written: all of it may hold data. */
+  dataRanges(): Float64Array {
+    return Float64Array.of(0, this.size);
+  }
+
   /** Detaches the buffer ("unmaps" it): old views read as empty, slots still naming it fault. */
   close(): void {
     if (this.#buffer.byteLength === 0) return;

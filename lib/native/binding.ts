@@ -20,13 +20,15 @@ export interface NativeSystem {
   close(): void;
 }
 
-/** Guest RAM: an anonymous shared mapping; its buffers are detached once closed. */
+/** Guest RAM: anonymous shared memory (a memfd) mapped shared; its buffers are detached once closed. */
 export interface NativeMemory {
   /** The whole mapping; RangeError when it is larger than buffer.constants.MAX_LENGTH (4 GiB on Node 20). */
   readonly buffer: ArrayBuffer;
   readonly size: number;
   /** A Uint8Array over [offset, offset + length) (its own ArrayBuffer), for memories larger than one ArrayBuffer may be. */
   view(offset: number, length: number): Uint8Array;
+  /** [start, end, ...] byte ranges the memfd holds pages for (SEEK_DATA/SEEK_HOLE); EBADF once closed. */
+  dataRanges(): Float64Array;
   close(): void;
 }
 
