@@ -63,6 +63,8 @@ export interface BenchResults {
   /** full cycles per second on the emulator: model write, ring push, harvest, reset */
   emulatorEventsPerSec: number | null;
   checkpoint: Record<string, CheckpointFigures> | null;
+  /** the same at K = 64, by guest GiB (1, 16, 64) */
+  checkpointBySize?: Record<string, CheckpointFigures> | null;
   targets: Record<string, Target>;
   errors: BenchError[];
   host: Record<string, unknown>;
@@ -185,6 +187,22 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
     );
   } else {
     out.push('', `${label('Checkpoint engine')} not measured (see errors)`);
+  }
+  if (r.checkpointBySize) {
+    out.push('', title('Checkpoint engine by guest size, K = 64: committed epochs per second'));
+    out.push(
+      table(
+        style,
+        ['guest', 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
+        Object.entries(r.checkpointBySize).map(([g, c]) => [
+          `${g} GiB`,
+          fmt(c.ring),
+          fmt(c.bitmap),
+          `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
+          `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
+        ]),
+      ),
+    );
   }
   out.push('', title('Targets'));
   out.push(

@@ -63,6 +63,8 @@ const SIZE_K = 256;
 const LOOP_GIB = 16;
 const LOOP_KS = [16, 256, 4096];
 const CHECKPOINT_KS = [16, 64, 256, 1024];
+const CHECKPOINT_SIZES = [1, 16, 64];
+const CHECKPOINT_SIZE_K = 64;
 /** The local APIC's MMIO page: guest RAM written there exits to userspace instead (ExitReason.Mmio). */
 const APIC_GPA = 0xfee0_0000;
 /** Guest RAM at 4 GiB, above the PC's MMIO hole, for the configurations whose stride would write the APIC page. */
@@ -258,7 +260,17 @@ class Runner {
     return rate;
   }
 
+  /** Committed epochs/s and pauses, ring and bitmap, for K = 16 ... 1024 on a 1 GiB guest. */
   async checkpoint(plan: Plan): Promise<Record<string, CheckpointFigures> | null> {
+    return this.#checkpoints(plan, CHECKPOINT_KS.map((k) => ({ key: `k${k}`, k, guestGiB: 1 })));
+  }
+
+  /** The same at K = 64 on guests of 1, 16 and 64 GiB: the bitmap's pause grows with the guest, the ring's does not. */
+  async checkpointBySize(plan: Plan): Promise<Record<string, CheckpointFigures> | null> {
+    return this.#checkpoints(plan, CHECKPOINT_SIZES.map((g) => ({ key: String(g), k: CHECKPOINT_SIZE_K, guestGiB: g })));
+  }
+
+  async #checkpoints(plan: Plan, configs: { key: string; k: number; guestGiB: number }[]): Promise<Record<string, CheckpointFigures> | null> {
     let bench: CheckpointBench;
     try {
       // Loaded only now: the checkpoint engine (its transport, replica process) is a separate
@@ -269,21 +281,22 @@ class Runner {
       return null;
     }
     const result: Record<string, CheckpointFigures> = {};
-    for (const k of CHECKPOINT_KS) {
+    for (const { key, k, guestGiB } of configs) {
       const figures: CheckpointFigures = { ring: null, bitmap: null };
       for (const mode of ['ring', 'bitmap'] as const) {
-        this.#log(`checkpoint K=${k} ${mode}: ${plan.checkpointSeconds} s`);
+        const what = `checkpoint K=${k} ${guestGiB} GiB ${mode}`;
+        this.#log(`${what}: ${plan.checkpointSeconds} s`);
         try {
-          const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: k, mode, seconds: plan.checkpointSeconds });
+          const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: k, mode, seconds: plan.checkpointSeconds, guestBytes: guestGiB * GIB });
           figures[mode] = r.committedPerSec;
           figures[`${mode}PauseP50Us`] = r.pauseP50Us;
           figures[`${mode}PauseP99Us`] = r.pauseP99Us;
           this.#log(`  ${fmtRate(r.committedPerSec)} committed/s, pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
         } catch (e) {
-          this.error(`checkpoint K=${k} ${mode}`, e);
+          this.error(what, e);
         }
       }
-      result[`k${k}`] = figures;
+      result[key] = figures;
     }
     return result;
   }
@@ -365,6 +378,7 @@ async function main(): Promise<void> {
   const harvestHeap = runner.heap();
   const emulatorEventsPerSec = runner.emulator(plan);
   const checkpoint = await runner.checkpoint(plan);
+  const checkpointBySize = await runner.checkpointBySize(plan);
 
   const ringVsBitmap: Record<string, number | null> = {};
   const ringVsBitmapC: Record<string, number | null> = {};
@@ -382,6 +396,7 @@ async function main(): Promise<void> {
     harvestHeap,
     emulatorEventsPerSec,
     checkpoint,
+    checkpointBySize,
     errors: runner.errors,
     host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
   };

@@ -92,6 +92,17 @@ describe('formatReport', () => {
     expect(text).toContain('Checkpoint engine: not measured');
     expect(text).toMatch(/emulator dirty-page events per second\s+4,000,000\s+>= 5,000,000\s+NO/);
     expect(text).toContain('epoch loop K=4096 (C): the APIC page');
+    expect(text).not.toContain('by guest size');
+  });
+
+  test('checkpoint figures by K and by guest size', () => {
+    const r = results();
+    r.checkpoint = { k64: { ring: 2600, bitmap: 2500, ringPauseP50Us: 70, ringPauseP99Us: 400, bitmapPauseP50Us: 80, bitmapPauseP99Us: 500 } };
+    r.checkpointBySize = { '64': { ring: 2700, bitmap: 750, ringPauseP50Us: 71, ringPauseP99Us: 390, bitmapPauseP50Us: 846, bitmapPauseP99Us: 1401 } };
+    const text = formatReport({ ...r, targets: evaluateTargets(r) });
+    expect(text).toMatch(/^64\s+2,600\s+2,500\s+70 \/ 400\s+80 \/ 500$/m);
+    expect(text).toContain('Checkpoint engine by guest size, K = 64');
+    expect(text).toMatch(/^64 GiB\s+2,700\s+750\s+71 \/ 390\s+846 \/ 1,401$/m);
   });
 
   test('as Markdown: the same figures in pipe tables, bold titles, errors as a list', () => {

@@ -7,9 +7,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Workload, type GuestMemory } from '../lib';
+import { ExitReason, Workload, type GuestMemory } from '../lib';
 import { Checkpointer } from '../lib/checkpoint/checkpointer';
-import { createMachine, DATA_GFN, forEachNonZeroPage, restoreMachine, sameContents } from '../lib/checkpoint/machine';
+import { createMachine, DATA_GFN, DATA_SLOT_MAX_BYTES, HIGH_DATA_GFN, dataGfnFor, forEachNonZeroPage, restoreMachine, sameContents } from '../lib/checkpoint/machine';
 import { migrate } from '../lib/checkpoint/migrate';
 import { FileSink, readCheckpointFile } from '../lib/checkpoint/transport';
 import { describeEachBackend } from './helpers/backends';
@@ -117,6 +117,47 @@ describeEachBackend('full copies read only where memory holds data', (b) => {
       expect(sameContents(a, c)).toBe(false);
       expect(sameContents(a, slot(2 << 20))).toBe(false);
       vm.close();
+    } finally {
+      kvm.close();
+    }
+  });
+
+  test('a 5 GiB guest: data from 4 GiB (clear of the APIC page) in 2 GiB slots, checkpointed, restored, running on', async () => {
+    const kvm = b.open();
+    try {
+      const dataPages = (5 * 2 ** 30) / PAGE;
+      expect(dataGfnFor(dataPages)).toBe(HIGH_DATA_GFN);
+      expect(dataGfnFor((1 << 30) / PAGE)).toBe(DATA_GFN);
+      // 48 pages, one every 27,000: they fall in all three data slots.
+      const m = createMachine(kvm, { dataPages, workloads: Workload.stride({ firstPage: HIGH_DATA_GFN, pages: 48, stridePages: 27_000 }) });
+      expect(m.slots.map((s) => [s.layout.slot, s.layout.guestPhysAddr / 2 ** 30, s.layout.size / 2 ** 30])).toEqual([
+        [0, 0, 2 / 1024],
+        [1, 4, DATA_SLOT_MAX_BYTES / 2 ** 30],
+        [2, 6, 2],
+        [3, 8, 1],
+      ]);
+      const path = join(dir, 'large.kdck');
+      const stats = await new Checkpointer({ machine: m, sink: new FileSink(path), epochMs: 60_000 }).run({ epochs: 5 });
+      expect(stats).toMatchObject({ committed: 5, pagesPerEpoch: 48 });
+      const { image, error } = await readCheckpointFile(path);
+      expect(error).toBeNull();
+      const copy = restoreMachine(kvm, image);
+      try {
+        expect(copy.slots.map((s) => s.layout)).toEqual(m.slots.map((s) => s.layout));
+        copy.slots.forEach((s, i) => expect(sameContents(s, m.slots[i])).toBe(true));
+        // Both run the next epoch alike: every stride page, in whichever slot, holds epoch 6.
+        const a = copy.vcpus[0].run();
+        expect(a.reason).toBe(ExitReason.Io);
+        expect(m.vcpus[0].run()).toEqual(a);
+        for (let i = 0; i < 48; i++) {
+          const gpa = (HIGH_DATA_GFN + i * 27_000) * PAGE;
+          const s = copy.slots.find((x) => gpa >= x.layout.guestPhysAddr && gpa < x.layout.guestPhysAddr + x.layout.size)!;
+          expect(s.bytes.readBigUInt64LE(gpa - s.layout.guestPhysAddr)).toBe(6n);
+        }
+      } finally {
+        copy.close();
+        m.close();
+      }
     } finally {
       kvm.close();
     }

@@ -10,7 +10,7 @@ import { Workload } from '../workload';
 import { Checkpointer } from './checkpointer';
 import { haNodeScript } from './failover';
 import type { HaCommand, HaEvent } from './ha-node';
-import { DATA_GFN, createMachine } from './machine';
+import { DATA_GFN, createMachine, dataGfnFor } from './machine';
 import { OutputCommit } from './output';
 import { ReplicaServer, TcpSink } from './transport';
 
@@ -48,7 +48,7 @@ export async function benchCheckpoint(o: BenchCheckpointOptions): Promise<BenchC
   try {
     const machine = createMachine(kvm, {
       dataPages, mode: o.mode,
-      workloads: Workload.stride({ firstPage: DATA_GFN, pages: o.pagesPerEpoch, stridePages: Math.max(1, Math.floor(dataPages / o.pagesPerEpoch)) }),
+      workloads: Workload.stride({ firstPage: dataGfnFor(dataPages), pages: o.pagesPerEpoch, stridePages: Math.max(1, Math.floor(dataPages / o.pagesPerEpoch)) }),
     });
     let port: number;
     if (replica === 'process') {

@@ -7,6 +7,11 @@
 //
 //   gfn 0 .. 511           slot 0  harness: page tables + code (host writes only, not logged)
 //   gfn 512 .. 512+data-1  slot 1  workload data, KVM_MEM_LOG_DIRTY_PAGES
+//
+// Data that would reach the local APIC's page (gpa 0xfee00000: a guest write there exits to
+// userspace as MMIO instead of landing in RAM) starts at 4 GiB instead (dataGfnFor), and data
+// above 2 GiB is split into slots 1, 2, ... of at most 2 GiB each, so that every slot has a
+// Buffer (Node 20 caps one at 4 GiB) and the replica's image is made of ordinary Buffers.
 
 import { Cap, MemFlag, PAGE_SIZE } from '../constants';
 import type { Kvm } from '../kvm';
@@ -28,6 +33,12 @@ export type DirtyMode = 'ring' | 'bitmap' | 'bitmap-clear';
 export const HARNESS_SLOT = 0;
 export const DATA_SLOT = 1;
 export const DATA_GFN = 512;
+/** The local APIC's page (gpa 0xfee00000): guest writes there exit as MMIO. */
+export const APIC_GFN = 0xfee00;
+/** Where data goes when it would reach APIC_GFN from DATA_GFN: 4 GiB, above the PC's MMIO hole. */
+export const HIGH_DATA_GFN = 0x100000;
+/** The largest data slot: guests with more data get several, contiguous in guest-physical memory. */
+export const DATA_SLOT_MAX_BYTES = 2 ** 31;
 export const HARNESS_BYTES = DATA_GFN * PAGE_SIZE;
 /** Ring entries the kernel keeps in reserve below the ring's size (no PML: 64, kernel-semantics rule 49). */
 export const RING_RESERVED_ENTRIES = 64;
@@ -167,9 +178,16 @@ export function writesPerRun(w: Workload | null): number {
   }
 }
 
+/** The first data gfn for `dataPages` of data: DATA_GFN, or HIGH_DATA_GFN when the data would reach the APIC page. */
+export function dataGfnFor(dataPages: number): number {
+  return DATA_GFN + dataPages <= APIC_GFN ? DATA_GFN : HIGH_DATA_GFN;
+}
+
 export interface MachineOptions {
-  /** pages of the logged data slot (from gfn 512) */
+  /** pages of logged data (slot 1, and 2, 3, ... above DATA_SLOT_MAX_BYTES) */
   dataPages: number;
+  /** the first data gfn (default dataGfnFor(dataPages)); workloads address pages from here */
+  dataGfn?: number;
   vcpus?: number;
   mode?: DirtyMode | 'auto';
   /** ring bytes per vCPU (ring mode); default: sized for `workloads` with ringBytesFor */
@@ -178,15 +196,19 @@ export interface MachineOptions {
   workloads?: Workload | (Workload | null)[];
 }
 
-/** Builds the standard layout: harness slot 0 (unlogged) and data slot 1 (logged), vCPUs with their workloads loaded. */
+/** Builds the standard layout: harness slot 0 (unlogged) and data slots 1, 2, ... (logged), vCPUs with their workloads loaded. */
 export function createMachine(kvm: Kvm, options: MachineOptions): Machine {
   const n = options.vcpus ?? 1;
   const workloads = Array.isArray(options.workloads) ? options.workloads : new Array<Workload | null>(n).fill(options.workloads ?? null);
   if (workloads.length !== n) throw new RangeError(`${workloads.length} workloads for ${n} vCPUs`);
-  const slots: SlotLayout[] = [
-    { slot: HARNESS_SLOT, guestPhysAddr: 0, size: HARNESS_BYTES, logged: false },
-    { slot: DATA_SLOT, guestPhysAddr: DATA_GFN * PAGE_SIZE, size: options.dataPages * PAGE_SIZE, logged: true },
-  ];
+  if (!Number.isSafeInteger(options.dataPages) || options.dataPages < 1) throw new RangeError(`dataPages must be a positive integer, got ${options.dataPages}`);
+  const slots: SlotLayout[] = [{ slot: HARNESS_SLOT, guestPhysAddr: 0, size: HARNESS_BYTES, logged: false }];
+  const dataGfn = options.dataGfn ?? dataGfnFor(options.dataPages);
+  if (dataGfn < DATA_GFN) throw new RangeError(`dataGfn must be at least ${DATA_GFN} (below is the harness), got ${dataGfn}`);
+  for (let done = 0; done < options.dataPages * PAGE_SIZE; done += DATA_SLOT_MAX_BYTES) {
+    const size = Math.min(DATA_SLOT_MAX_BYTES, options.dataPages * PAGE_SIZE - done);
+    slots.push({ slot: DATA_SLOT + slots.length - 1, guestPhysAddr: dataGfn * PAGE_SIZE + done, size, logged: true });
+  }
   return buildMachine(kvm, slots, workloads.map((w, id) => ({ id, workload: w })), options.mode, options.ringBytes);
 }
 

@@ -5,7 +5,7 @@ import { InvalidArgumentError } from 'commander';
 import { openKvm, type OpenOptions } from '../index';
 import type { Kvm } from '../kvm';
 import { Workload } from '../workload';
-import { DATA_GFN, createMachine, type DirtyMode, type Machine } from '../checkpoint/machine';
+import { DATA_GFN, createMachine, dataGfnFor, type DirtyMode, type Machine } from '../checkpoint/machine';
 
 export interface BackendFlags {
   backend?: OpenOptions['backend'];
@@ -48,16 +48,16 @@ export function dataPages(mib: number): number {
   return pages;
 }
 
-/** The workload a --workload / --pages pair describes, on a data slot of `data` pages. */
-export function workloadOf(kind: GuestFlags['workload'], pages: number, data: number): Workload {
+/** The workload a --workload / --pages pair describes, on `data` data pages from gfn `first`. */
+export function workloadOf(kind: GuestFlags['workload'], pages: number, data: number, first = DATA_GFN): Workload {
   switch (kind) {
     case 'stride':
       if (pages > data) throw new RangeError(`--pages ${pages} is more than the guest's ${data} data pages`);
-      return Workload.stride({ firstPage: DATA_GFN, pages, stridePages: Math.max(1, Math.floor(data / pages)) });
+      return Workload.stride({ firstPage: first, pages, stridePages: Math.max(1, Math.floor(data / pages)) });
     case 'random':
-      return Workload.random({ firstPage: DATA_GFN, spanPages: data, pagesPerEpoch: pages, seed: 1 });
+      return Workload.random({ firstPage: first, spanPages: data, pagesPerEpoch: pages, seed: 1 });
     case 'counter':
-      return Workload.counter({ page: DATA_GFN });
+      return Workload.counter({ page: first });
     default:
       throw new RangeError(`--workload must be stride, random or counter, got ${JSON.stringify(kind)}`);
   }
@@ -65,7 +65,7 @@ export function workloadOf(kind: GuestFlags['workload'], pages: number, data: nu
 
 export function buildGuest(kvm: Kvm, f: GuestFlags): Machine {
   const data = dataPages(f.guestMib);
-  return createMachine(kvm, { dataPages: data, mode: f.mode, workloads: workloadOf(f.workload, f.pages, data) });
+  return createMachine(kvm, { dataPages: data, mode: f.mode, workloads: workloadOf(f.workload, f.pages, data, dataGfnFor(data)) });
 }
 
 /** p50 and p99 of the last values pushed (a fixed window, no allocation per value). */
