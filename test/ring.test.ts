@@ -89,14 +89,28 @@ describeEachBackend('dirty ring', (b) => {
     expect(uniqSorted(seen)).toEqual(range(600, 220));
     for (const p of range(600, 220)) expect(g.word(p)).toBe(1n);
     if (kvm.hostInfo.flavour === 'kvm_pvm') {
-      // PVM's batch emulation passes the soft limit within a run (DESIGN §5); its next entry stops.
+      // PVM's batch emulation usually passes the soft limit within a run (DESIGN §5); a run
+      // interrupted and re-entered on a busy host stops at it instead. Either way, a vCPU
+      // whose ring is at or past the soft limit when it enters exits at once, pushing nothing.
       g.vcpu.load(Workload.stride({ firstPage: 600, pages: 220 }));
-      expect(g.vcpu.run().reason).toBe(ExitReason.Io);
-      expect(ring.pending()).toBe(220);
-      expect(g.vcpu.run().reason).toBe(ExitReason.DirtyRingFull);
-      harvestGfns(ring, out);
-      expect(g.vm.resetDirtyRings()).toBe(220);
-      expect(g.vcpu.run().reason).toBe(ExitReason.Io);
+      const again: number[] = [];
+      let e = g.vcpu.run();
+      for (let guard = 0; e.reason === ExitReason.DirtyRingFull && guard < 10; guard++) {
+        const pending = ring.pending();
+        expect(pending).toBeGreaterThanOrEqual(192);
+        again.push(...harvestGfns(ring, out));
+        expect(g.vm.resetDirtyRings()).toBe(pending);
+        e = g.vcpu.run();
+      }
+      expect(e.io?.value).toBe(1);
+      const pending = ring.pending();
+      if (pending >= 192) {
+        expect(g.vcpu.run().reason).toBe(ExitReason.DirtyRingFull);
+        expect(ring.pending()).toBe(pending);
+      }
+      again.push(...harvestGfns(ring, out));
+      expect(g.vm.resetDirtyRings()).toBe(pending);
+      expect(uniqSorted(again)).toEqual(range(600, 220));
     } else {
       expect(fullAt).toEqual([192]);
     }
