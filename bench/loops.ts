@@ -12,7 +12,7 @@ import * as v8 from 'node:v8';
 import * as vmModule from 'node:vm';
 
 import { DirtyBitmap, DirtyPages, DirtyRing, ExitReason, MemFlag, openKvm, PAGE_SIZE, Workload, type Exit, type GuestMemory, type Kvm, type Vcpu, type Vm } from '../lib/index';
-import { median, Samples } from './stats';
+import { median, quantile, Samples } from './stats';
 
 export type HarvestMode = 'ring' | 'bitmap' | 'bitmap-clear';
 export type BackendChoice = 'native' | 'emulator';
@@ -428,6 +428,102 @@ export function emulatorEvents(o: EmulatorEventsOptions = {}): EmulatorEventsRes
     g.checkStridePages(out, k, stride);
     checkEpochWritten(g, epoch, k, stride);
     return { events, epochs: epoch, seconds: elapsed, eventsPerSec: events / elapsed };
+  } finally {
+    g.close();
+  }
+}
+
+export interface VcpuLatencyResult {
+  /** median ns of KVM_RUN to the epoch's exit for a stride of one page, through run() and through runAsync() */
+  runNs: number;
+  runAsyncNs: number;
+  /**
+   * runAsync() while the event loop has other work (a setImmediate chain): the difference to
+   * runAsyncNs is the host waking Node's sleeping main thread (tens of µs in a nested VM).
+   */
+  runAsyncBusyNs: number;
+  /** ns from kick() to the settled runAsync() of a spinning guest: median and 90th percentile */
+  kickNsP50: number;
+  kickNsP90: number;
+  runs: number;
+  kicks: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * What running a vCPU costs from Node: one KVM_RUN round trip (one page written, then the
+ * epoch's OUT) synchronously and on the vCPU's thread, and how long a kick takes to end a run.
+ * The ring is harvested and reset every 64 epochs, outside the timed calls.
+ */
+export async function vcpuLatency(o: { backend: BackendChoice; runs?: number; kicks?: number }): Promise<VcpuLatencyResult> {
+  const runs = o.runs ?? 20_000;
+  const kicks = o.kicks ?? 200;
+  const g = new BenchGuest({ backend: o.backend, mode: 'ring', guestBytes: 64 << 20, ringEntries: 256 });
+  try {
+    g.loadStride(1, 1);
+    const out = new DirtyPages(256);
+    const rearm = () => {
+      out.clear();
+      g.ring!.harvest(out);
+      g.vm.resetDirtyRings();
+    };
+    const expectOut = (exit: Exit) => {
+      if (exit.reason !== ExitReason.Io) throw new Error(`KVM_RUN returned ${ExitReason[exit.reason] ?? exit.reason}, expected the epoch's OUT`);
+    };
+    const sync = new Samples(runs);
+    const async = new Samples(runs);
+    const asyncBusy = new Samples(runs);
+    for (let i = 0; i < runs; i++) {
+      if (i % 64 === 0) rearm();
+      const t = performance.now();
+      const exit = g.vcpu.run();
+      sync.push((performance.now() - t) * 1e6);
+      expectOut(exit);
+    }
+    for (let i = 0; i < runs; i++) {
+      if (i % 64 === 0) rearm();
+      const t = performance.now();
+      const exit = await g.vcpu.runAsync();
+      async.push((performance.now() - t) * 1e6);
+      expectOut(exit);
+    }
+    let busy = true;
+    const spin = () => {
+      if (busy) setImmediate(spin);
+    };
+    spin();
+    try {
+      for (let i = 0; i < runs; i++) {
+        if (i % 64 === 0) rearm();
+        const t = performance.now();
+        const exit = await g.vcpu.runAsync();
+        asyncBusy.push((performance.now() - t) * 1e6);
+        expectOut(exit);
+      }
+    } finally {
+      busy = false;
+    }
+    g.vcpu.load(Workload.spin());
+    const kick = new Samples(kicks);
+    for (let i = 0; i < kicks; i++) {
+      const running = g.vcpu.runAsync();
+      await sleep(1); // the vCPU is inside the guest, spinning
+      const t = performance.now();
+      g.vcpu.kick();
+      const exit = await running;
+      kick.push((performance.now() - t) * 1e6);
+      if (exit.reason !== ExitReason.Intr) throw new Error(`a kicked run returned ${ExitReason[exit.reason] ?? exit.reason}, expected Intr`);
+    }
+    return {
+      runNs: sync.median(),
+      runAsyncNs: async.median(),
+      runAsyncBusyNs: asyncBusy.median(),
+      kickNsP50: quantile(kick.values(), 0.5),
+      kickNsP90: quantile(kick.values(), 0.9),
+      runs,
+      kicks,
+    };
   } finally {
     g.close();
   }

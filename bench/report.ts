@@ -60,6 +60,14 @@ export interface BenchResults {
   /** bytes the library's harvest calls allocated over one million entries */
   harvestHeapGrowthBytes: number | null;
   harvestHeap: Record<string, { entries: number; allocatedBytes: number; retainedBytes: number; batch: boolean } | null>;
+  /** KVM_RUN round trip (one page, then the epoch's OUT): run() against C, runAsync() idle and with a busy event loop, kick() to settlement */
+  vcpu?: {
+    runNs: NodeVsC;
+    runAsyncNs: number | null;
+    runAsyncBusyNs: number | null;
+    kickNsP50: number | null;
+    kickNsP90: number | null;
+  };
   /** full cycles per second on the emulator: model write, ring push, harvest, reset */
   emulatorEventsPerSec: number | null;
   checkpoint: Record<string, CheckpointFigures> | null;
@@ -168,6 +176,22 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
       Object.entries(r.harvestHeap).map(([path, v]) => [path, fmt(v?.entries, 7), fmt(v?.allocatedBytes, 7), fmt(v?.retainedBytes, 7)]),
     ),
   );
+  if (r.vcpu) {
+    const us = (ns: number | null) => (ns === null ? null : ns / 1e3);
+    out.push('', title('vCPU round trips (µs, median): one page written, then the epoch\'s OUT'));
+    out.push(
+      table(
+        style,
+        ['call', 'Node', 'C'],
+        [
+          ['run(): KVM_RUN on the calling thread', fmt(us(r.vcpu.runNs.node)), fmt(us(r.vcpu.runNs.c))],
+          ['runAsync(), event loop idle (the host wakes Node\'s thread)', fmt(us(r.vcpu.runAsyncNs)), '-'],
+          ['runAsync(), event loop busy', fmt(us(r.vcpu.runAsyncBusyNs)), '-'],
+          ['kick() to the settled runAsync() of a spinning guest, p50 / p90', `${fmt(us(r.vcpu.kickNsP50))} / ${fmt(us(r.vcpu.kickNsP90))}`, '-'],
+        ],
+      ),
+    );
+  }
   const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
   out.push('', `${label('Emulator')} dirty-page events per second (model write, ring push, harvest, reset): ${fmt(r.emulatorEventsPerSec)}`);
   if (r.checkpoint !== null) {

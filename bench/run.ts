@@ -13,7 +13,7 @@ import { Command } from 'commander';
 
 import { openKvm } from '../lib/index';
 import { chartPoints, harvestChartSpec, renderSvg } from './chart';
-import { emulatorEvents, epochLoop, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, type HarvestMode } from './loops';
+import { emulatorEvents, epochLoop, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, vcpuLatency, type HarvestMode } from './loops';
 import { Reference, packageRoot, type ReferenceResult } from './reference';
 import { evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
 import { median, ratio } from './stats';
@@ -32,6 +32,8 @@ interface Plan {
   emulatorSeconds: number;
   emulatorRuns: number;
   checkpointSeconds: number;
+  /** KVM_RUN round trips per runAsync() measurement */
+  latencyRuns: number;
 }
 
 const FULL: Plan = {
@@ -45,6 +47,7 @@ const FULL: Plan = {
   emulatorSeconds: 2,
   emulatorRuns: 3,
   checkpointSeconds: 2,
+  latencyRuns: 20_000,
 };
 const QUICK: Plan = {
   repeats: 3,
@@ -56,6 +59,7 @@ const QUICK: Plan = {
   emulatorSeconds: 1,
   emulatorRuns: 1,
   checkpointSeconds: 0.5,
+  latencyRuns: 2_000,
 };
 
 const GUEST_SIZES = [1, 4, 16, 64];
@@ -244,6 +248,34 @@ class Runner {
     return result;
   }
 
+  /**
+   * KVM_RUN round trips: one page written, then the epoch's OUT, on a 1 GiB guest. run() against
+   * C (the epoch loops' time in KVM_RUN, K = 1, interleaved), then runAsync() and kick().
+   */
+  async vcpu(plan: Plan): Promise<BenchResults['vcpu']> {
+    this.#log(`KVM_RUN round trip, K=1, 1 GiB: ${plan.repeats} x ${plan.loopSeconds / 2} s per side; runAsync and kick`);
+    const loops = this.interleave('KVM_RUN round trip', plan.repeats, () => this.reference({ mode: 'ring', guestGiB: 1, k: 1, seconds: plan.loopSeconds / 2 }), () =>
+      epochLoop({ backend: 'native', mode: 'ring', guestBytes: GIB, k: 1, seconds: plan.loopSeconds / 2 }),
+    );
+    const node = medianOf(loops.node.map((r) => r.runNsPerEpoch));
+    const c = medianOf(loops.c.map((r) => r.runNsPerEpoch ?? NaN));
+    let latency: Awaited<ReturnType<typeof vcpuLatency>> | null = null;
+    try {
+      latency = await vcpuLatency({ backend: 'native', runs: plan.latencyRuns });
+    } catch (e) {
+      this.error('runAsync and kick latency', e);
+    }
+    const r = {
+      runNs: { node, c, ratio: ratio(node, c) },
+      runAsyncNs: latency?.runAsyncNs ?? null,
+      runAsyncBusyNs: latency?.runAsyncBusyNs ?? null,
+      kickNsP50: latency?.kickNsP50 ?? null,
+      kickNsP90: latency?.kickNsP90 ?? null,
+    };
+    this.#log(`  run ${fmtNum(node)} ns (C ${fmtNum(c)}), runAsync ${fmtNum(r.runAsyncNs)} ns (busy loop ${fmtNum(r.runAsyncBusyNs)}), kick p50 ${fmtNum(r.kickNsP50)} ns`);
+    return r;
+  }
+
   emulator(plan: Plan): number | null {
     this.#log(`emulator events: ${plan.emulatorRuns} x ${plan.emulatorSeconds} s`);
     const rates: number[] = [];
@@ -376,6 +408,7 @@ async function main(): Promise<void> {
   const harvestPerEntryNs = runner.harvestPerEntry(plan);
   const harvestPerEpochNs = runner.harvestVsSize(plan);
   const harvestHeap = runner.heap();
+  const vcpu = await runner.vcpu(plan);
   const emulatorEventsPerSec = runner.emulator(plan);
   const checkpoint = await runner.checkpoint(plan);
   const checkpointBySize = await runner.checkpointBySize(plan);
@@ -394,6 +427,7 @@ async function main(): Promise<void> {
     ringVsBitmapC,
     harvestHeapGrowthBytes: harvestHeap.library?.allocatedBytes ?? null,
     harvestHeap,
+    vcpu,
     emulatorEventsPerSec,
     checkpoint,
     checkpointBySize,

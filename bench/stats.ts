@@ -9,6 +9,14 @@ export function median(xs: ArrayLike<number>): number {
   return sorted[n >> 1];
 }
 
+/** The q-quantile of `xs` (0 <= q <= 1; nearest rank, q = 0.5 is median()); NaN if empty. */
+export function quantile(xs: ArrayLike<number>, q: number): number {
+  const n = xs.length;
+  if (n === 0) return NaN;
+  const sorted = Float64Array.from(xs).sort();
+  return sorted[Math.min(n - 1, Math.floor(q * n))];
+}
+
 /**
  * Samples recorded in a timed loop: a Float64Array that doubles when full, so recording a
  * sample allocates nothing except at the (rare, logarithmic) growth steps.

@@ -15,6 +15,7 @@ import {
   makeHarvester,
   runEpoch,
   strideWritesGpa,
+  vcpuLatency,
   type HarvestMode,
 } from '../bench/loops';
 
@@ -104,6 +105,13 @@ describeEachBackend('bench loops', (b) => {
     expect(h.entries).toBe(6000);
     expect(h.allocatedBytes).toBeGreaterThanOrEqual(0);
     expect(Number.isFinite(h.retainedBytes)).toBe(true);
+  });
+
+  test('vcpuLatency: every run ends at the epoch OUT, every kicked run with Intr (it throws otherwise)', async () => {
+    const r = await vcpuLatency({ backend, runs: 200, kicks: 5 });
+    expect(r).toMatchObject({ runs: 200, kicks: 5 });
+    for (const x of [r.runNs, r.runAsyncNs, r.runAsyncBusyNs, r.kickNsP50, r.kickNsP90]) expect(x).toBeGreaterThan(0);
+    expect(r.kickNsP90).toBeGreaterThanOrEqual(r.kickNsP50);
   });
 });
 

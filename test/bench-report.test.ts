@@ -105,6 +105,16 @@ describe('formatReport', () => {
     expect(text).toMatch(/^64 GiB\s+2,700\s+750\s+71 \/ 390\s+846 \/ 1,401$/m);
   });
 
+  test('vCPU round trips in µs, C only where it was measured', () => {
+    const r = results();
+    r.vcpu = { runNs: { node: 11_200, c: 10_500, ratio: 11.2 / 10.5 }, runAsyncNs: 84_900, runAsyncBusyNs: 28_100, kickNsP50: 44_500, kickNsP90: 61_600 };
+    const text = formatReport({ ...r, targets: evaluateTargets(r) });
+    expect(text).toMatch(/^run\(\): KVM_RUN on the calling thread\s+11\.2\s+10\.5$/m);
+    expect(text).toMatch(/^runAsync\(\), event loop idle .*\s+84\.9\s+-$/m);
+    expect(text).toMatch(/^runAsync\(\), event loop busy\s+28\.1\s+-$/m);
+    expect(text).toMatch(/^kick\(\) to the settled .*\s+44\.5 \/ 61\.6\s+-$/m);
+  });
+
   test('as Markdown: the same figures in pipe tables, bold titles, errors as a list', () => {
     const r = results();
     const md = formatReport({ ...r, targets: evaluateTargets(r) }, 'markdown');
