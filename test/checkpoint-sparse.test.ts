@@ -129,6 +129,11 @@ describeEachBackend('full copies read only where memory holds data', (b) => {
       expect(dataGfnFor(dataPages)).toBe(HIGH_DATA_GFN);
       expect(dataGfnFor((1 << 30) / PAGE)).toBe(DATA_GFN);
       // 48 pages, one every 27,000: they fall in all three data slots.
+      // A workload still addressing gfn 512 would write outside the data: refused before any VM exists.
+      expect(() => createMachine(kvm, { dataPages, workloads: Workload.counter({ page: DATA_GFN }) })).toThrow(
+        new RangeError(`vCPU 0: its workload writes gfns 512..512; the data is gfns ${HIGH_DATA_GFN}..${HIGH_DATA_GFN + dataPages - 1}`),
+      );
+      expect(() => createMachine(kvm, { dataPages: 100, workloads: Workload.stride({ firstPage: DATA_GFN, pages: 2, stridePages: 100 }) })).toThrow(RangeError);
       const m = createMachine(kvm, { dataPages, workloads: Workload.stride({ firstPage: HIGH_DATA_GFN, pages: 48, stridePages: 27_000 }) });
       expect(m.slots.map((s) => [s.layout.slot, s.layout.guestPhysAddr / 2 ** 30, s.layout.size / 2 ** 30])).toEqual([
         [0, 0, 2 / 1024],

@@ -166,6 +166,18 @@ export function ringBytesFor(kvm: Kvm, writesPerRun: number): number {
   return entries * 16;
 }
 
+/** The lowest and highest gfn a workload writes (null if it writes none). */
+function workloadPages(w: Workload | null): { first: number; last: number } | null {
+  const s = w?.spec;
+  if (!s) return null;
+  switch (s.kind) {
+    case 'stride': return { first: s.firstPage, last: s.firstPage + (s.pages - 1) * s.stridePages };
+    case 'random': return { first: s.firstPage, last: s.firstPage + s.spanPages - 1 };
+    case 'counter': return { first: s.page, last: s.page };
+    case 'spin': return null;
+  }
+}
+
 /** Guest writes one run of this workload can make (the bound for the ring's size). */
 export function writesPerRun(w: Workload | null): number {
   const s = w?.spec;
@@ -209,6 +221,13 @@ export function createMachine(kvm: Kvm, options: MachineOptions): Machine {
     const size = Math.min(DATA_SLOT_MAX_BYTES, options.dataPages * PAGE_SIZE - done);
     slots.push({ slot: DATA_SLOT + slots.length - 1, guestPhysAddr: dataGfn * PAGE_SIZE + done, size, logged: true });
   }
+  // A workload page outside the data would be written to no slot (an MMIO exit) or to the harness.
+  workloads.forEach((w, i) => {
+    const pages = workloadPages(w);
+    if (pages && (pages.first < dataGfn || pages.last >= dataGfn + options.dataPages)) {
+      throw new RangeError(`vCPU ${i}: its workload writes gfns ${pages.first}..${pages.last}; the data is gfns ${dataGfn}..${dataGfn + options.dataPages - 1}`);
+    }
+  });
   return buildMachine(kvm, slots, workloads.map((w, id) => ({ id, workload: w })), options.mode, options.ringBytes);
 }
 
