@@ -123,7 +123,7 @@ export interface BackendSystem {
   close(): void;
 }
 
-/** Guest RAM: an anonymous shared mapping (native) or an ArrayBuffer (emulator). */
+/** Guest RAM: anonymous shared memory in a memfd (native) or an ArrayBuffer (emulator). */
 export interface BackendMemory {
   /**
    * The whole mapping, zero-copy; detached (byteLength 0) once closed. Node-API cannot make

@@ -114,7 +114,7 @@ export class Vm {
     this.enableCap(Cap.ManualDirtyLogProtect2, [checkUint('flags', flags, U32_MAX)]);
   }
 
-  /** Guest RAM of `size` bytes (a multiple of 4096): an anonymous shared mapping, zero-copy in `memory.buffer`. */
+  /** Guest RAM of `size` bytes (a multiple of 4096): anonymous shared memory (a memfd), zero-copy in `memory.buffer`. */
   createMemory(size: number): GuestMemory {
     this.#live(undefined);
     checkUint('size', size);
