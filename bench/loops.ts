@@ -471,39 +471,26 @@ export async function vcpuLatency(o: { backend: BackendChoice; runs?: number; ki
     const expectOut = (exit: Exit) => {
       if (exit.reason !== ExitReason.Io) throw new Error(`KVM_RUN returned ${ExitReason[exit.reason] ?? exit.reason}, expected the epoch's OUT`);
     };
-    const sync = new Samples(runs);
-    const async = new Samples(runs);
-    const asyncBusy = new Samples(runs);
-    for (let i = 0; i < runs; i++) {
-      if (i % 64 === 0) rearm();
-      const t = performance.now();
-      const exit = g.vcpu.run();
-      sync.push((performance.now() - t) * 1e6);
-      expectOut(exit);
-    }
-    for (let i = 0; i < runs; i++) {
-      if (i % 64 === 0) rearm();
-      const t = performance.now();
-      const exit = await g.vcpu.runAsync();
-      async.push((performance.now() - t) * 1e6);
-      expectOut(exit);
-    }
+    /** `runs` KVM_RUN round trips through `run`, each timed; the ring re-armed every 64, untimed. */
+    const timeRuns = async (run: () => Exit | Promise<Exit>): Promise<Samples> => {
+      const ns = new Samples(runs);
+      for (let i = 0; i < runs; i++) {
+        if (i % 64 === 0) rearm();
+        const t = performance.now();
+        const exit = await run();
+        ns.push((performance.now() - t) * 1e6);
+        expectOut(exit);
+      }
+      return ns;
+    };
+    const sync = await timeRuns(() => g.vcpu.run());
+    const async = await timeRuns(() => g.vcpu.runAsync());
     let busy = true;
     const spin = () => {
       if (busy) setImmediate(spin);
     };
     spin();
-    try {
-      for (let i = 0; i < runs; i++) {
-        if (i % 64 === 0) rearm();
-        const t = performance.now();
-        const exit = await g.vcpu.runAsync();
-        asyncBusy.push((performance.now() - t) * 1e6);
-        expectOut(exit);
-      }
-    } finally {
-      busy = false;
-    }
+    const asyncBusy = await timeRuns(() => g.vcpu.runAsync()).finally(() => (busy = false));
     g.vcpu.load(Workload.spin());
     const kick = new Samples(kicks);
     for (let i = 0; i < kicks; i++) {

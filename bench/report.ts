@@ -194,39 +194,28 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
   }
   const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
   out.push('', `${label('Emulator')} dirty-page events per second (model write, ring push, harvest, reset): ${fmt(r.emulatorEventsPerSec)}`);
+  /** One row per configuration: committed epochs/s and pauses, ring and bitmap. */
+  const checkpointTable = (first: string, rows: Record<string, CheckpointFigures>, name: (key: string) => string) =>
+    table(
+      style,
+      [first, 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
+      Object.entries(rows).map(([key, c]) => [
+        name(key),
+        fmt(c.ring),
+        fmt(c.bitmap),
+        `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
+        `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
+      ]),
+    );
   if (r.checkpoint !== null) {
     out.push('', title('Checkpoint engine: committed epochs per second (benchCheckpoint)'));
-    out.push(
-      table(
-        style,
-        ['K', 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
-        Object.entries(r.checkpoint).map(([k, c]) => [
-          k.slice(1),
-          fmt(c.ring),
-          fmt(c.bitmap),
-          `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
-          `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
-        ]),
-      ),
-    );
+    out.push(checkpointTable('K', r.checkpoint, (k) => k.slice(1)));
   } else {
     out.push('', `${label('Checkpoint engine')} not measured (see errors)`);
   }
   if (r.checkpointBySize) {
     out.push('', title('Checkpoint engine by guest size, K = 64: committed epochs per second'));
-    out.push(
-      table(
-        style,
-        ['guest', 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
-        Object.entries(r.checkpointBySize).map(([g, c]) => [
-          `${g} GiB`,
-          fmt(c.ring),
-          fmt(c.bitmap),
-          `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
-          `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
-        ]),
-      ),
-    );
+    out.push(checkpointTable('guest', r.checkpointBySize, (g) => `${g} GiB`));
   }
   out.push('', title('Targets'));
   out.push(
