@@ -13,7 +13,7 @@ function guestOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--workload <kind>', 'guest workload').choices(['stride', 'random', 'counter']).default('stride'))
     .option('--pages <K>', 'pages the workload writes per epoch (counter: outputs per epoch)', positiveInt('--pages'), 64)
-    .option('--guest-mib <M>', 'guest memory in MiB (the first 2 MiB hold the guest harness; data past 0xfee00000 starts at 4 GiB, in 2 GiB slots)', positiveInt('--guest-mib'), 64)
+    .option('--guest-mib <M>', 'guest memory in MiB (the first 2 MiB hold the guest harness; data that would reach the APIC page at 0xfee00000 starts at 4 GiB instead; 2 GiB per slot)', positiveInt('--guest-mib'), 64)
     .addOption(new Option('--mode <mode>', 'dirty tracking (auto: the ring where the kernel has one, else the bitmap)').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'));
 }
 
