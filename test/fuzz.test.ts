@@ -93,6 +93,8 @@ const callArb: fc.Arbitrary<Call> = fc.oneof(
   fc.tuple(fc.nat()).map(([i]) => ({ name: 'vcpu.getRegs+getSregs', run: (w: World) => { const v = pick(w.vcpus, i); v?.getRegs(); return v?.getSregs(); } })),
   fc.tuple(fc.nat(), hostile, hostile).map(([i, out, max]) => ({ name: 'ring.harvest', run: (w: World) => pick(w.vcpus, i)?.dirtyRing?.harvest(out as DirtyPages, max as number) })),
   fc.tuple(fc.nat()).map(([i]) => ({ name: 'ring.pending', run: (w: World) => pick(w.vcpus, i)?.dirtyRing?.pending() })),
+  fc.tuple(fc.nat(), hostile, hostile).map(([i, off, len]) => ({ name: 'memory.view', run: (w: World) => pick(w.memories, i)?.view(off as number, len as number) })),
+  fc.tuple(fc.nat()).map(([i]) => ({ name: 'memory.dataRanges', run: (w: World) => pick(w.memories, i)?.dataRanges() })),
   fc.tuple(fc.nat(), fc.constantFrom('vcpu', 'vm', 'memory')).map(([i, what]) => ({
     name: `${what}.close`,
     run: (w: World) => (what === 'vcpu' ? pick(w.vcpus, i) : what === 'vm' ? pick(w.vms, i) : pick(w.memories, i))?.close(),

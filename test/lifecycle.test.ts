@@ -57,6 +57,8 @@ describeEachBackend('lifecycle', (b) => {
     expectKvmError(() => v.getSregs(), 'EBADF', 'KVM_GET_SREGS');
     expectKvmError(() => v.load(Workload.spin()), 'EBADF');
     expectKvmError(() => v.kick(), 'EBADF');
+    expectKvmError(() => mem.view(0, 4096), 'EBADF');
+    expectKvmError(() => mem.dataRanges(), 'EBADF');
     expectKvmError(() => ring.harvest(new DirtyPages(1)), 'EBADF');
     expectKvmError(() => ring.pending(), 'EBADF');
     return expect(v.runAsync()).rejects.toMatchObject({ code: 'EBADF', ioctl: 'KVM_RUN' });
