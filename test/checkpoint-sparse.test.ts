@@ -71,6 +71,12 @@ describeEachBackend('full copies read only where memory holds data', (b) => {
 
       const { image, error } = await readCheckpointFile(path);
       expect(error).toBeNull();
+      // The image knows which pages epochs wrote: the restore copies those and scans nothing else.
+      const written = image.slot(1).written;
+      expect(written.length).toBe(data.layout.size / PAGE);
+      expect(written.reduce((n, w) => n + w, 0)).toBe(k);
+      for (let i = 0; i < k; i++) expect(written[100 + i * 1000]).toBe(1);
+      expect(() => image.slot(2)).toThrow(RangeError);
       const copy = restoreMachine(kvm, image);
       try {
         expect(held(copy.slots[1].memory)).toBeLessThanOrEqual(held(data.memory));

@@ -22,6 +22,8 @@ export class ReplicaImage {
   #layout: MachineLayout | null = null;
   /** memory of slot i of the layout */
   #memory: Buffer[] = [];
+  /** pages of slot i an epoch has written (1 byte per page); every other page is zero */
+  #written: Uint8Array[] = [];
   /** first gfn and page count of slot i */
   #slotGfn: number[] = [];
   #slotPages: number[] = [];
@@ -73,6 +75,15 @@ export class ReplicaImage {
   /** Memory of each slot of the layout (same order), as of the last committed epoch. */
   get memory(): readonly Buffer[] {
     return this.#memory;
+  }
+
+  /**
+   * Slot i's memory and which of its pages an epoch has written: every other page is zero,
+   * so a restore copies and compares only these (a checkpoint/machine Contents).
+   */
+  slot(i: number): { bytes: Buffer; written: Uint8Array } {
+    if (!this.#memory[i]) throw new RangeError(`the image has no slot ${i}`);
+    return { bytes: this.#memory[i], written: this.#written[i] };
   }
 
   /** The writer's End frame arrived. */
@@ -175,6 +186,7 @@ export class ReplicaImage {
     });
     this.#slotGfn = layout.slots.map((s) => s.guestPhysAddr / ps);
     this.#slotPages = layout.slots.map((s) => s.size / ps);
+    this.#written = this.#slotPages.map((n) => new Uint8Array(n));
   }
 
   #stage(f: Frame): void {
@@ -224,7 +236,9 @@ export class ReplicaImage {
     for (const p of s.parts) {
       for (let i = 0; i < p.gfns.length; i++) {
         const k = this.#slotOf(p.gfns[i]);
-        p.contents.copy(this.#memory[k], (p.gfns[i] - this.#slotGfn[k]) * ps, i * ps, (i + 1) * ps);
+        const page = p.gfns[i] - this.#slotGfn[k];
+        p.contents.copy(this.#memory[k], page * ps, i * ps, (i + 1) * ps);
+        this.#written[k][page] = 1;
       }
     }
     if (s.parts[0].vcpus.length) this.#regs = s.parts[0].vcpus;

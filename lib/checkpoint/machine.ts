@@ -64,8 +64,11 @@ export interface Machine {
   close(): void;
 }
 
-/** Bytes to compare or copy: a machine slot (its memory says where it may hold data) or a plain buffer. */
-export type Contents = MachineSlot | Buffer;
+/**
+ * Bytes to compare or copy: a machine slot (its memory says where it may hold data), a
+ * replica image's slot (it knows the pages epochs wrote: ReplicaImage.slot), or a plain buffer.
+ */
+export type Contents = MachineSlot | { bytes: Buffer; written: Uint8Array } | Buffer;
 
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
@@ -73,9 +76,11 @@ const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
  * Page indexes where `c` may hold data, as a bit per page (1 = may). A machine slot answers
  * from GuestMemory.dataRanges() without reading its memory: reading an untouched page of
  * shared memory would allocate it, so a full copy of a 64 GiB guest would cost 64 GiB. A
- * plain buffer (calloc'd: reading it allocates nothing) may hold data anywhere.
+ * replica image's slot lists the pages epochs wrote. A plain buffer (calloc'd: reading it
+ * allocates nothing, but it takes time) may hold data anywhere.
  */
 function mayHold(c: Contents, pages: number): Uint8Array {
+  if ('written' in c) return c.written;
   const out = new Uint8Array(pages);
   if (Buffer.isBuffer(c)) return out.fill(1);
   const ranges = c.memory.dataRanges();
@@ -302,7 +307,7 @@ export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 
   const m = machineFromLayout(kvm, layout, mode, ringBytes);
   try {
     // Only the image's non-zero pages: the new guest memory is zero, and writing every page would allocate all of it.
-    image.memory.forEach((bytes, i) => copyNonZeroPages(bytes, m.slots[i].bytes));
+    image.memory.forEach((_, i) => copyNonZeroPages(image.slot(i), m.slots[i].bytes));
     setRegisters(m, layout, image.regs);
     return m;
   } catch (e) {

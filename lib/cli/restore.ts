@@ -49,7 +49,7 @@ export async function restoreCommand(file: string, f: Flags): Promise<void> {
 function verify(m: Machine, image: ReplicaImage): RestoreReport['checks'] {
   const checks: RestoreReport['checks'] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
-  const same = m.slots.every((s, i) => sameContents(s, image.memory[i]));
+  const same = m.slots.every((s, i) => sameContents(s, image.slot(i)));
   check('memory', same, same ? `${m.slots.length} slots equal the image` : 'guest memory differs from the image');
   const regsOk = m.vcpus.every((v, i) => JSON.stringify(v.getRegs(), big) === JSON.stringify(image.regs[i].regs, big));
   check('registers', regsOk, regsOk ? `${m.vcpus.length} vCPU(s) as saved` : 'registers differ from the image');
