@@ -31,7 +31,7 @@ Napi::Object Memory::Create(Napi::Env env, int64_t size) {
   if (ftruncate(fd.get(), size) != 0) ThrowKvmError(env, errno, nullptr, "guest memory", "ftruncate");
   int err = 0;
   // MAP_SHARED so the VMM (and a checkpoint writer) sees exactly what the guest wrote;
-  // MAP_NORESERVE so a 64 GiB guest costs only the pages it touches.
+  // MAP_NORESERVE: no commit charge up front (the memfd is sparse: a 64 GiB guest costs the pages it touches).
   std::shared_ptr<Mapping> m = Mapping::Map(static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0, &err);
   if (!m) ThrowKvmError(env, err, nullptr, "guest memory", "mmap");
   Init init{std::move(m), std::move(fd)};
