@@ -21,6 +21,18 @@ export interface HostInfo {
   kernel: string;
   /** one line a person can read, e.g. 'kvm_pvm (nested; no VMX/EPT/PML, shadow paging)' */
   description: string;
+  /** the (modelled) host logs dirty pages through Intel PML: the ring reserves 64 + 512 entries */
+  pml: boolean;
+  /** the CPU this process runs on */
+  cpu: CpuInfo;
+}
+
+/** A CPU as /proc/cpuinfo names it. */
+export interface CpuInfo {
+  /** 'Intel', 'AMD', ... (x86 vendor_id, decoded) */
+  vendor: string;
+  /** the model name, e.g. 'AMD EPYC' or 'Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz' */
+  model: string;
 }
 
 /** struct kvm_regs (x86-64). */
@@ -111,6 +123,12 @@ export interface BackendSystem {
   readonly backend: 'native' | 'emulator';
   readonly arch: Arch;
   readonly hostInfo: HostInfo;
+  /**
+   * KVM_DIRTY_RING_RSVD_ENTRIES + kvm_cpu_dirty_log_size() as the backend knows it (64 without
+   * PML, 576 with); undefined when it cannot tell. Kvm.dirtyRingLimits() checks it against the
+   * smallest ring the kernel takes.
+   */
+  readonly ringReservedEntries: number | undefined;
   /** KVM_GET_API_VERSION */
   getApiVersion(): number;
   /** KVM_CHECK_EXTENSION on the system fd */
@@ -236,4 +254,6 @@ export interface BackendVcpu {
 export interface BackendOptions {
   device?: string;
   arch?: Arch;
+  /** emulator, x86_64: model an Intel host with PML (576 reserved ring entries) */
+  pml?: boolean;
 }

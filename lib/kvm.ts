@@ -1,7 +1,8 @@
 import './dispose';
 import type { BackendSystem, HostInfo } from './backend';
 import { Cap, type Arch } from './constants';
-import { fail } from './errors';
+import { fail, isKvmError } from './errors';
+import { DirtyRingLimits, probeRingLimits } from './ring-limits';
 import { checkUint } from './validate';
 import { Vm } from './vm';
 
@@ -13,6 +14,7 @@ export class Kvm {
   readonly fallbackReason: string | undefined;
   readonly #vms = new Set<Vm>();
   #closed = false;
+  #ringLimits: DirtyRingLimits | undefined;
 
   /** @internal made by openKvm() */
   constructor(handle: BackendSystem, fallbackReason?: string) {
@@ -54,6 +56,33 @@ export class Kvm {
   getVcpuMmapSize(): number {
     this.#live('KVM_GET_VCPU_MMAP_SIZE');
     return this._handle.getVcpuMmapSize();
+  }
+
+  /**
+   * The dirty ring's size rules here: reserved entries (64, or 576 on an Intel host with PML),
+   * the smallest and largest ring the kernel takes, and softLimit(bytes) / bytesFor(entries).
+   * Asked once (the smallest ring is found with KVM_ENABLE_CAP on a scratch VM) and kept.
+   */
+  dirtyRingLimits(): DirtyRingLimits {
+    this.#live('KVM_CHECK_EXTENSION');
+    this.#ringLimits ??= probeRingLimits({
+      checkExtension: (cap) => this._handle.checkExtension(cap),
+      reservedEntries: this._handle.ringReservedEntries,
+      tryRing: (bytes) => {
+        const vm = this._handle.createVm(0);
+        try {
+          const cap = vm.checkExtension(Cap.DirtyLogRingAcqRel) > 0 ? Cap.DirtyLogRingAcqRel : Cap.DirtyLogRing;
+          vm.enableCap(cap, [BigInt(bytes), 0n, 0n, 0n], 0);
+          return true;
+        } catch (e) {
+          if (isKvmError(e, 'EINVAL')) return false;
+          throw e;
+        } finally {
+          vm.close();
+        }
+      },
+    });
+    return this.#ringLimits;
   }
 
   /** KVM_CREATE_VM */

@@ -12,6 +12,11 @@ export interface OpenOptions {
   device?: string;
   /** The architecture to run (default: the host's; other architectures only on the emulator). */
   arch?: Arch;
+  /**
+   * Emulator, x86_64 only: model an Intel host with PML (KVM reserves 64 + 512 ring entries,
+   * so 4 and 8 KiB rings are EINVAL). Default false. Implies backend 'emulator' under 'auto'.
+   */
+  pml?: boolean;
 }
 
 const ARCHES: readonly Arch[] = ['x86_64', 'arm64', 's390x'];
@@ -36,8 +41,12 @@ export function openKvm(options: OpenOptions = {}): Kvm {
   const host = hostArch();
   const arch = o.arch ?? host ?? 'x86_64';
   if (!ARCHES.includes(arch)) throw new RangeError(`arch must be one of ${ARCHES.join(', ')}, got ${JSON.stringify(arch)}`);
+  const pml = o.pml ?? false;
+  if (typeof pml !== 'boolean') throw new TypeError('pml must be a boolean');
+  if (pml && arch !== 'x86_64') throw new RangeError(`pml models an Intel x86_64 host; arch ${arch} has no PML`);
+  if (pml && backend === 'native') throw new RangeError("pml is a modelled host: use backend 'emulator' (the native backend has whatever the host has; see kvm.hostInfo.pml)");
 
-  if (backend === 'emulator') return new Kvm(openEmulator(arch));
+  if (backend === 'emulator' || pml) return new Kvm(openEmulator(arch, pml), pml && backend === 'auto' ? 'pml: true asks for the emulated Intel PML host' : undefined);
   if (backend === 'native') {
     if (arch !== host) throw new RangeError(`the native backend runs the host's architecture (${host ?? process.arch}); use backend 'emulator' for ${arch}`);
     return new Kvm(openNative(device));
@@ -58,7 +67,7 @@ function openNative(device: string): BackendSystem {
   return openNativeBackend({ device });
 }
 
-function openEmulator(arch: Arch): BackendSystem {
+function openEmulator(arch: Arch, pml = false): BackendSystem {
   const { openEmulatorBackend } = require('./emulator/backend') as typeof import('./emulator/backend');
-  return openEmulatorBackend({ arch });
+  return openEmulatorBackend({ arch, pml });
 }

@@ -14,7 +14,8 @@
 // Where the kernel's behaviour depends on the CPU or the host, the emulator chose:
 // - Logging is upstream's write-protection: a page is logged by the first guest store after it
 //   was (re)protected (rule 43), never once per store as on the PVM development host (§18.4).
-//   With no PML, a ring reserves 64 entries (rule 6). Writes KVM makes itself
+//   With no PML, a ring reserves 64 entries (rule 6); openKvm({ pml: true }) models an Intel host
+//   with PML instead (64 + 512 reserved, profiles.ts profileFor), as nobody here has one. Writes KVM makes itself
 //   (EmulatorHooks.guestWrite with vcpuId null) are logged every time.
 // - Exits leave registers as KVM's instruction emulator does, which is what the native backend
 //   shows on this host, RFLAGS included: after an OUT or an MMIO store rip is past the
@@ -35,13 +36,10 @@
 // - The registers are x86's on every profile: the workloads are x86 code.
 
 import type { BackendOptions, BackendSystem } from '../backend';
-import { PROFILES } from './profiles';
+import { profileFor } from './profiles';
 import { EmulatedSystem } from './system';
 
-/** Opens the emulated /dev/kvm for `options.arch` (default x86_64); `device` is ignored. */
+/** Opens the emulated /dev/kvm for `options.arch` (default x86_64), of a PML host with `options.pml`; `device` is ignored. */
 export function openEmulatorBackend(options: BackendOptions = {}): BackendSystem {
-  const arch = options.arch ?? 'x86_64';
-  const profile = PROFILES[arch];
-  if (profile === undefined) throw new RangeError(`the emulator has no profile for arch ${JSON.stringify(arch)}`);
-  return new EmulatedSystem(profile);
+  return new EmulatedSystem(profileFor(options.arch ?? 'x86_64', { pml: options.pml }));
 }

@@ -37,6 +37,8 @@ export interface Profile {
   readonly readonlyMem: boolean;
   /** KVM_GET_VCPU_MMAP_SIZE: kvm_run + PIO data page (x86) + coalesced MMIO ring (CONFIG_KVM_MMIO). */
   readonly vcpuMmapSize: number;
+  /** The modelled host logs through Intel PML (x86_64 only): kvm_cpu_dirty_log_size() is 512. */
+  readonly pml: boolean;
 }
 
 const RING_MAX_BYTES = DIRTY_RING_MAX_ENTRIES * DIRTY_GFN_SIZE;
@@ -57,6 +59,7 @@ export const PROFILES: Readonly<Record<Arch, Profile>> = {
     maxVcpuIds: 4096,
     readonlyMem: true,
     vcpuMmapSize: 3 * PAGE_SIZE,
+    pml: false,
   },
   arm64: {
     arch: 'arm64',
@@ -75,6 +78,7 @@ export const PROFILES: Readonly<Record<Arch, Profile>> = {
     readonlyMem: true,
     // no PIO page on arm64
     vcpuMmapSize: 2 * PAGE_SIZE,
+    pml: false,
   },
   s390x: {
     arch: 's390x',
@@ -95,8 +99,25 @@ export const PROFILES: Readonly<Record<Arch, Profile>> = {
     readonlyMem: false,
     // neither a PIO page nor CONFIG_KVM_MMIO
     vcpuMmapSize: PAGE_SIZE,
+    pml: false,
   },
 };
+
+/** The PML buffer's entries (PML_ENTITY_NUM, arch/x86/kvm/vmx/vmx.h): kvm_cpu_dirty_log_size() with PML. */
+export const PML_ENTRIES = 512;
+
+/**
+ * The profile for `arch`; with `pml`, the x86_64 profile of an Intel host that logs through
+ * PML (EPT + PML on): 64 + 512 reserved ring entries, so 4 and 8 KiB rings are EINVAL, 16 KiB
+ * is the smallest, and a ring's soft limit is entries - 576. Everything else is unchanged.
+ */
+export function profileFor(arch: Arch, options: { pml?: boolean } = {}): Profile {
+  const base = PROFILES[arch];
+  if (base === undefined) throw new RangeError(`the emulator has no profile for arch ${JSON.stringify(arch)}`);
+  if (!options.pml) return base;
+  if (arch !== 'x86_64') throw new RangeError(`pml models an Intel x86_64 host; arch ${arch} has no PML`);
+  return { ...base, pml: true, ringReservedEntries: DIRTY_RING_RSVD_ENTRIES + PML_ENTRIES };
+}
 
 /** KVM_CHECK_EXTENSION as the profile's kernel answers it (same on the system and VM fd, rule 15). */
 export function checkExtension(p: Profile, cap: number): number {

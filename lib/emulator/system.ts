@@ -3,6 +3,7 @@
 
 import type { BackendSystem, BackendVm, HostInfo } from '../backend';
 import { KVM_API_VERSION, type Arch } from '../constants';
+import { cpuInfo } from '../cpu';
 import { fail } from '../errors';
 import { checkExtension, type Profile } from './profiles';
 import { EmulatedVm } from './vm';
@@ -11,18 +12,23 @@ export class EmulatedSystem implements BackendSystem {
   readonly backend = 'emulator' as const;
   readonly arch: Arch;
   readonly hostInfo: HostInfo;
+  readonly ringReservedEntries: number;
   readonly #profile: Profile;
 
   constructor(profile: Profile) {
     this.#profile = profile;
     this.arch = profile.arch;
+    this.ringReservedEntries = profile.ringReservedEntries;
+    const ring = profile.dirtyLogPageOffset === 0 ? 'no dirty ring'
+      : `dirty ring with ${profile.ringReservedEntries} reserved entries${profile.pml ? ', an Intel host with PML' : ', no PML'}`;
     this.hostInfo = {
       flavour: 'emulator',
       nested: null,
       kernel: '6.18 (emulated)',
       description: `emulator: upstream KVM 6.18 dirty tracking for ${profile.arch} in TypeScript ` +
-        `(dirty ring ${profile.dirtyLogPageOffset !== 0 ? 'yes' : 'no'}, ` +
-        `write-protect logging: each page once per protect cycle)`,
+        `(${ring}; write-protect logging: each page once per protect cycle)`,
+      pml: profile.pml,
+      cpu: cpuInfo(),
     };
   }
 

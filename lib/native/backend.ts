@@ -15,12 +15,12 @@ import type {
   Sregs,
   WorkloadSpec,
 } from '../backend';
-import { Cap, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
+import { Cap, DIRTY_RING_RSVD_ENTRIES, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
 import { fail, isKvmError, KvmError } from '../errors';
 import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
 import { hostArch } from '../open';
 import { loadBinding, type NativeExitFields, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
-import { hostInfo } from './host';
+import { cpuDirtyLogSize, hostInfo } from './host';
 
 const GIB = 2 ** 30;
 
@@ -55,13 +55,16 @@ function openError(e: unknown, device: string): unknown {
 
 class NativeSystemBackend implements BackendSystem {
   readonly backend = 'native' as const;
+  readonly ringReservedEntries: number;
 
   constructor(
     private readonly system: NativeSystem,
     readonly arch: Arch,
     readonly hostInfo: HostInfo,
     private readonly decodeExit: ExitDecoder,
-  ) {}
+  ) {
+    this.ringReservedEntries = DIRTY_RING_RSVD_ENTRIES + (arch === 'x86_64' ? cpuDirtyLogSize(hostInfo.flavour) : 0);
+  }
 
   getApiVersion(): number {
     return this.system.getApiVersion();

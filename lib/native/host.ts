@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 
 import type { HostInfo } from '../backend';
+import { cpuInfo } from '../cpu';
 
 function readText(file: string): string | undefined {
   try {
@@ -64,9 +65,23 @@ function describeFlavour(flavour: string, nested: boolean | null): string {
   return notes.length ? `${flavour} (${notes.join('; ')})` : flavour;
 }
 
+/**
+ * kvm_cpu_dirty_log_size(): the entries a vCPU's hardware log can hold beyond the ring's own
+ * reserve (x86: the PML buffer, 512 entries, where PML is in use: kvm_intel with ept and pml
+ * on, or kvm_amd where its pml parameter exists and is on); 0 elsewhere (PVM, shadow paging,
+ * other architectures). The ring reserves 64 + this (kernel-semantics.md rule 6).
+ */
+export function cpuDirtyLogSize(flavour = kvmFlavour()): number {
+  const PML_ENTRIES = 512;
+  if (flavour === 'kvm_intel') return param('kvm_intel', 'ept') !== false && param('kvm_intel', 'pml') === true ? PML_ENTRIES : 0;
+  if (flavour === 'kvm_amd') return param('kvm_amd', 'npt') !== false && param('kvm_amd', 'pml') === true ? PML_ENTRIES : 0;
+  return 0;
+}
+
 /** HostInfo of this machine. */
 export function hostInfo(): HostInfo {
   const flavour = kvmFlavour();
   const nested = isNested();
-  return { flavour, nested, kernel: os.release(), description: describeFlavour(flavour, nested) };
+  const pml = process.arch === 'x64' ? cpuDirtyLogSize(flavour) > 0 : false;
+  return { flavour, nested, kernel: os.release(), description: describeFlavour(flavour, nested), pml, cpu: cpuInfo() };
 }
