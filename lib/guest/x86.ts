@@ -310,6 +310,52 @@ export function workloadRegs(spec: WorkloadSpec): Regs {
   }
 }
 
+/** RFLAGS.AF (bit 4) and RFLAGS.OF (bit 11). */
+export const RFLAGS_AF = 0x10n;
+export const RFLAGS_OF = 0x800n;
+
+/**
+ * The RFLAGS bits that are architecturally undefined when a workload stops with `regs`: the
+ * undefined flags of the last flag-setting instruction it executed (Intel SDM vol. 2 and
+ * AMD APM vol. 3 agree on which are undefined; CPUs differ in what they leave there, and
+ * on this host KVM's emulator runs each instruction on the host CPU, so the kernel reports
+ * Intel's or AMD's values). The emulator reads every undefined flag as 0. The rest of
+ * RFLAGS is defined and must be equal everywhere.
+ *
+ *   workload  stops at (rip)                 last flag-setting instruction    undefined
+ *   stride    +0x0b, +0x0e (store)            test (first write: rcx == r8)    AF
+ *                                             dec (later writes)               -
+ *             +0x1a (after OUT)               test (r8 == 0) / dec             AF / -
+ *             +0x00 (after jmp)               inc rbx (or none: as loaded)     -
+ *   random    +0x32, +0x36 (store)            shl rdx, 12 (div before it)      AF, OF
+ *             +0x08 (loop top)                test (rcx == r8) / dec           AF / -
+ *             +0x3f (after OUT)               test (r8 == 0) / dec             AF / -
+ *             +0x00 (after jmp)               inc rbx (or none)                -
+ *   counter   anywhere                        inc rax (or none)                -
+ *   spin      anywhere                        none (pause, jmp)                -
+ *
+ * At a rip the table does not list no workload stops (the emulator stops only at those; a
+ * kick of the native guest may land anywhere, and is compared only where both stopped).
+ */
+export function undefinedRflags(regs: Regs): bigint {
+  const rip = Number(regs.rip);
+  const firstWrite = regs.rcx === regs.r8;
+  if (rip >= STRIDE_GPA && rip < STRIDE_GPA + STRIDE_CODE.length) {
+    const off = rip - STRIDE_GPA;
+    if (off === 0x0b || off === 0x0e) return firstWrite ? RFLAGS_AF : 0n;
+    if (off === 0x1a) return regs.r8 === 0n ? RFLAGS_AF : 0n;
+    return 0n;
+  }
+  if (rip >= RANDOM_GPA && rip < RANDOM_GPA + RANDOM_CODE.length) {
+    const off = rip - RANDOM_GPA;
+    if (off === 0x32 || off === 0x36) return RFLAGS_AF | RFLAGS_OF;
+    if (off === 0x08) return firstWrite ? RFLAGS_AF : 0n;
+    if (off === 0x3f) return regs.r8 === 0n ? RFLAGS_AF : 0n;
+    return 0n;
+  }
+  return 0n;
+}
+
 /** One step of the random workload's xorshift64 (x ^= x << 13; x ^= x >> 7; x ^= x << 17, mod 2^64). */
 export function xorshift64(x: bigint): bigint {
   const mask = (1n << 64n) - 1n;
