@@ -11,7 +11,7 @@
 import * as v8 from 'node:v8';
 import * as vmModule from 'node:vm';
 
-import { DirtyBitmap, DirtyPages, DirtyRing, ExitReason, MemFlag, openKvm, PAGE_SIZE, Workload, type Exit, type GuestMemory, type Kvm, type Vcpu, type Vm } from '../lib/index';
+import { DirtyBitmap, DirtyPages, DirtyRing, ExitReason, MemFlag, openKvm, PAGE_SIZE, Workload, type DirtyRingLimits, type Exit, type GuestMemory, type Kvm, type Vcpu, type Vm } from '../lib/index';
 import { median, quantile, Samples } from './stats';
 
 export type HarvestMode = 'ring' | 'bitmap' | 'bitmap-clear';
@@ -21,16 +21,39 @@ export type BackendChoice = 'native' | 'emulator';
 export const HARNESS_BYTES = 2 * 1024 * 1024;
 export const GUEST_SLOT = 1;
 const EPOCH_PORT = 0x10;
-/** KVM_DIRTY_RING_MAX_ENTRIES (a 1 MiB ring) and the entries kept in reserve without PML. */
+/** KVM_DIRTY_RING_MAX_ENTRIES: a 1 MiB ring, the largest any kernel takes. */
 export const RING_MAX_ENTRIES = 65536;
-export const RING_RSVD_ENTRIES = 64;
 export const GIB = 2 ** 30;
 
-/** The C reference's default ring size for K pages per epoch: the next power of two >= 2K + 64, at least 256. */
-export function defaultRingEntries(k: number): number {
-  let entries = 256;
-  while (entries < 2 * k + RING_RSVD_ENTRIES && entries < RING_MAX_ENTRIES) entries *= 2;
-  return entries;
+/**
+ * The C reference's default ring size for K pages per epoch, on a host with these limits:
+ * the smallest ring the kernel takes whose soft limit holds 2K entries (the largest where none
+ * does). 64 reserved entries: the next power of two >= 2K + 64, at least 256; with PML (576),
+ * at least 1024.
+ */
+export function defaultRingEntries(k: number, limits: DirtyRingLimits): number {
+  try {
+    return limits.bytesFor(2 * k) / 16;
+  } catch {
+    return limits.maxBytes / 16;
+  }
+}
+
+const limitsByBackend = new Map<BackendChoice, DirtyRingLimits>();
+
+/** The ring limits of a backend's KVM (asked once). */
+export function ringLimits(backend: BackendChoice): DirtyRingLimits {
+  let limits = limitsByBackend.get(backend);
+  if (!limits) {
+    const kvm = openKvm({ backend });
+    try {
+      limits = kvm.dirtyRingLimits();
+    } finally {
+      kvm.close();
+    }
+    limitsByBackend.set(backend, limits);
+  }
+  return limits;
 }
 
 /** Whether Workload.stride with K pages spread over RAM at `ramGpa` (as epochLoop spreads them) writes the page at `gpa`. */
@@ -201,8 +224,9 @@ export interface EpochLoopResult {
 
 /** The checkpointing VMM's loop: run an epoch, harvest its K pages, re-arm; timed per epoch. */
 export function epochLoop(o: EpochLoopOptions): EpochLoopResult {
-  const ringEntries = o.mode === 'ring' ? (o.ringEntries ?? defaultRingEntries(o.k)) : 0;
-  if (o.mode === 'ring' && o.k > ringEntries - RING_RSVD_ENTRIES) throw new RangeError(`k ${o.k} exceeds the ring's soft limit`);
+  const limits = ringLimits(o.backend);
+  const ringEntries = o.mode === 'ring' ? (o.ringEntries ?? defaultRingEntries(o.k, limits)) : 0;
+  if (o.mode === 'ring' && o.k > ringEntries - limits.reservedEntries) throw new RangeError(`k ${o.k} exceeds the ring's soft limit`);
   const g = new BenchGuest({ ...o, ringEntries });
   try {
     if (o.k > g.guestPages) throw new RangeError(`k ${o.k} exceeds the guest's ${g.guestPages} pages`);
@@ -272,8 +296,9 @@ export interface FullRingResult {
 
 /** A guest with a 65,536-entry ring whose one run writes `entries` distinct pages (stride 1). */
 function fullRingGuest(o: FullRingOptions): { g: BenchGuest; ring: DirtyRing; entries: number; batch: boolean } {
-  const entries = o.entries ?? 65000;
-  if (entries > RING_MAX_ENTRIES - RING_RSVD_ENTRIES - 1) throw new RangeError(`entries ${entries} would reach the ring's soft limit`);
+  const softLimit = ringLimits(o.backend).softLimit(RING_MAX_ENTRIES * 16);
+  const entries = o.entries ?? fullRingEntries(ringLimits(o.backend));
+  if (entries >= softLimit) throw new RangeError(`entries ${entries} would reach the ring's soft limit (${softLimit})`);
   const g = new BenchGuest({ backend: o.backend, mode: 'ring', guestBytes: o.guestBytes ?? GIB, ringEntries: RING_MAX_ENTRIES, ramGpa: o.ramGpa });
   g.loadStride(entries, 1);
   // 'atomics': a second DirtyRing over the same mapping, without the backend's batch call;
@@ -282,6 +307,11 @@ function fullRingGuest(o: FullRingOptions): { g: BenchGuest; ring: DirtyRing; en
   const ring = path === 'atomics' ? new DirtyRing(g.ring!.buffer) : g.ring!;
   const batch = path === 'library' && g.vcpu._handle.harvestRing !== undefined;
   return { g, ring, entries, batch };
+}
+
+/** Entries of the per-entry harvest: 65,000, or just below the 1 MiB ring's soft limit where that is lower (PML: 64,960). */
+export function fullRingEntries(limits: DirtyRingLimits): number {
+  return Math.min(65000, limits.softLimit(RING_MAX_ENTRIES * 16) - 1);
 }
 
 /** Fills the 1 MiB ring in one run, then times the harvest loop alone (and the reset apart). */
@@ -406,7 +436,7 @@ export function emulatorEvents(o: EmulatorEventsOptions = {}): EmulatorEventsRes
   const k = o.k ?? 16384;
   const g = new BenchGuest({ backend: 'emulator', mode: 'ring', guestBytes: o.guestBytes ?? 256 * 1024 * 1024, ringEntries: RING_MAX_ENTRIES });
   try {
-    if (k > g.guestPages || k > RING_MAX_ENTRIES - RING_RSVD_ENTRIES - 1) throw new RangeError(`k ${k} is too large`);
+    if (k > g.guestPages || k >= g.kvm.dirtyRingLimits().softLimit(RING_MAX_ENTRIES * 16)) throw new RangeError(`k ${k} is too large`);
     const stride = Math.floor(g.guestPages / k);
     g.loadStride(k, stride);
     const out = new DirtyPages(RING_MAX_ENTRIES);

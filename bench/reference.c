@@ -56,7 +56,7 @@
 #define HARNESS_SLOT 0
 #define GUEST_SLOT 1
 #define RING_MAX_ENTRIES 65536u // KVM_DIRTY_RING_MAX_ENTRIES: a 1 MiB ring
-#define RING_RSVD_ENTRIES 64u   // KVM_DIRTY_RING_RSVD_ENTRIES (no PML on this host)
+#define RING_RSVD_ENTRIES 64u   // KVM_DIRTY_RING_RSVD_ENTRIES; a host with Intel PML reserves 512 more
 
 enum mode { MODE_RING, MODE_BITMAP, MODE_BITMAP_CLEAR, MODE_HARVEST_PER_ENTRY };
 static const char *const mode_names[] = { "ring", "bitmap", "bitmap-clear", "harvest-per-entry" };
@@ -68,6 +68,7 @@ struct options {
 	unsigned long epochs;   // 0: run for `seconds`
 	double seconds;
 	unsigned ring_entries;  // 0: chosen from k
+	unsigned ring_reserved; // entries the kernel keeps in reserve (0: learned from the kernel)
 	uint64_t ram_gpa;       // guest-physical address of slot 1
 	const char *device;
 };
@@ -158,6 +159,33 @@ static void enable_cap(int vm, uint32_t cap, uint64_t arg0)
 {
 	struct kvm_enable_cap c = { .cap = cap, .args = { arg0 } };
 	IOCTL(vm, KVM_ENABLE_CAP, &c); // a VM-wide capability, args[0] its argument
+}
+
+// The entries the kernel reserves below a ring's size (KVM_DIRTY_RING_RSVD_ENTRIES +
+// kvm_cpu_dirty_log_size(): 64, or 576 with Intel PML), read off the smallest ring it takes:
+// 4 KiB means 64; a larger minimum gives an upper bound (minimum / 16), as kvm-dirty's
+// dirtyRingLimits() does when the host's own word is missing.
+static unsigned probe_ring_reserved(const char *device)
+{
+	int kvm = open(device, O_RDWR | O_CLOEXEC);
+	if (kvm < 0)
+		die(device);
+	uint32_t cap = IOCTL(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0
+		? KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KVM_CAP_DIRTY_LOG_RING;
+	unsigned reserved = 0;
+	for (uint64_t bytes = 4096; !reserved && bytes <= RING_MAX_ENTRIES * sizeof(struct kvm_dirty_gfn); bytes *= 2) {
+		int vm = IOCTL(kvm, KVM_CREATE_VM, 0); // a scratch VM with no vCPU: a refused size leaves it as it was
+		struct kvm_enable_cap c = { .cap = cap, .args = { bytes } };
+		if (ioctl(vm, KVM_ENABLE_CAP, &c) == 0) // the ring cap, args[0] = bytes per vCPU
+			reserved = bytes == 4096 ? RING_RSVD_ENTRIES : bytes / sizeof(struct kvm_dirty_gfn);
+		else if (errno != EINVAL)
+			die("KVM_ENABLE_CAP");
+		close(vm);
+	}
+	close(kvm);
+	if (!reserved)
+		fail("the kernel took no dirty ring size");
+	return reserved;
 }
 
 static void vm_open(struct vm *v, const struct options *o)
@@ -419,12 +447,14 @@ static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 		"usage: kvm-dirty-reference [--mode ring|bitmap|bitmap-clear|harvest-per-entry] [--guest-gib 1|4|16|64]\n"
-		"                           [--k PAGES] [--epochs N | --seconds S] [--ring-entries N] [--ram-gpa BYTES]\n"
-		"                           [--device PATH]\n"
+		"                           [--k PAGES] [--epochs N | --seconds S] [--ring-entries N] [--ring-reserved N]\n"
+		"                           [--ram-gpa BYTES] [--device PATH]\n"
 		"  --k        pages written per epoch (default 16); harvest-per-entry: entries in the one run\n"
-		"             (default 65000, below the 65472-entry soft limit of the 1 MiB ring)\n"
+		"             (default 65000, or the 1 MiB ring's soft limit if that is lower)\n"
 		"  --epochs   epochs to run (harvest-per-entry: repeats, default 9); otherwise --seconds (default 2)\n"
-		"  --ring-entries  ring size in entries (default: the next power of two >= 2 * k + 64, at least 256)\n"
+		"  --ring-entries  ring size in entries (default: the smallest the kernel takes with a soft limit >= 2 * k)\n"
+		"  --ring-reserved entries the kernel keeps in reserve (default: learned from the smallest ring it takes;\n"
+		"             64 without PML, 576 with Intel PML)\n"
 		"  --ram-gpa  guest-physical address of the RAM slot (default 2097152 = 2 MiB; a multiple of 4096,\n"
 		"             at least 2 MiB; e.g. 4294967296 to keep the stride off the local APIC's page 0xfee00000)\n");
 	exit(status);
@@ -450,9 +480,9 @@ int main(int argc, char **argv)
 		{ "k", required_argument, 0, 'k' },    { "epochs", required_argument, 0, 'e' },
 		{ "seconds", required_argument, 0, 's' }, { "ring-entries", required_argument, 0, 'r' },
 		{ "ram-gpa", required_argument, 0, 'a' }, { "device", required_argument, 0, 'd' },
-		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "ring-reserved", required_argument, 0, 'R' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
 	};
-	for (int c; (c = getopt_long(argc, argv, "m:g:k:e:s:r:a:d:h", longopts, NULL)) != -1;) {
+	for (int c; (c = getopt_long(argc, argv, "m:g:k:e:s:r:R:a:d:h", longopts, NULL)) != -1;) {
 		switch (c) {
 		case 'm':
 			for (o.mode = 0; o.mode < 4 && strcmp(optarg, mode_names[o.mode]); o.mode++)
@@ -465,6 +495,7 @@ int main(int argc, char **argv)
 		case 'e': o.epochs = parse_ulong(optarg, "epochs", 1, 100000000); break;
 		case 's': o.seconds = strtod(optarg, NULL); if (!(o.seconds > 0)) usage(2); break;
 		case 'r': o.ring_entries = parse_ulong(optarg, "ring-entries", 256, RING_MAX_ENTRIES); break;
+		case 'R': o.ring_reserved = parse_ulong(optarg, "ring-reserved", RING_RSVD_ENTRIES, RING_MAX_ENTRIES - 1); break;
 		case 'a': o.ram_gpa = parse_ulong(optarg, "ram-gpa", GUEST_HARNESS_SIZE, GUEST_PD_COUNT * GIB); break;
 		case 'd': o.device = optarg; break;
 		case 'h': usage(0); break;
@@ -473,21 +504,26 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(2);
+	unsigned rsvd = 0;
+	if (o.mode == MODE_RING || o.mode == MODE_HARVEST_PER_ENTRY)
+		rsvd = o.ring_reserved ? o.ring_reserved : probe_ring_reserved(o.device);
 	if (o.mode == MODE_HARVEST_PER_ENTRY) {
-		o.k = o.k ? o.k : 65000;
+		o.k = o.k ? o.k : (65000 < RING_MAX_ENTRIES - rsvd ? 65000 : RING_MAX_ENTRIES - rsvd - 1);
 		o.ring_entries = RING_MAX_ENTRIES;
 	} else if (!o.k) {
 		o.k = 16;
 	}
 	if (o.ring_entries & (o.ring_entries - 1))
 		fail("--ring-entries %u is not a power of two", o.ring_entries);
-	if (o.mode == MODE_RING && !o.ring_entries)
-		for (o.ring_entries = 256; o.ring_entries < 2 * o.k + RING_RSVD_ENTRIES && o.ring_entries < RING_MAX_ENTRIES;)
+	if (o.mode == MODE_RING && !o.ring_entries) {
+		unsigned min = rsvd * sizeof(struct kvm_dirty_gfn) > 4096 ? rsvd : 4096 / sizeof(struct kvm_dirty_gfn);
+		for (o.ring_entries = 256; (o.ring_entries < min || o.ring_entries < 2 * o.k + rsvd) && o.ring_entries < RING_MAX_ENTRIES;)
 			o.ring_entries *= 2;
+	}
 	// On this PVM host one run can push every page it writes past the soft limit (kernel-semantics
 	// §18.4): a ring smaller than one epoch's pages would overflow, so refuse it.
-	if (o.ring_entries && o.k > o.ring_entries - RING_RSVD_ENTRIES)
-		fail("k %u exceeds the ring's soft limit (%u entries)", o.k, o.ring_entries - RING_RSVD_ENTRIES);
+	if (o.ring_entries && o.k > o.ring_entries - rsvd)
+		fail("k %u exceeds the ring's soft limit (%u entries)", o.k, o.ring_entries - rsvd);
 	if (o.ram_gpa % GUEST_PAGE_SIZE || o.ram_gpa + (uint64_t)o.guest_gib * GIB > GUEST_PD_COUNT * GIB)
 		fail("--ram-gpa %#llx: RAM must start on a page and end within the harness's %llu GiB map",
 		     (unsigned long long)o.ram_gpa, GUEST_PD_COUNT);

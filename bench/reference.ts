@@ -29,6 +29,8 @@ export interface ReferenceRun {
   epochs?: number;
   seconds?: number;
   ringEntries?: number;
+  /** entries the host's kernel reserves (kvm.dirtyRingLimits().reservedEntries; default: the reference learns it) */
+  ringReserved?: number;
   /** guest-physical address of the RAM slot (only where the reference takes --ram-gpa) */
   ramGpa?: number;
   device?: string;
@@ -51,6 +53,7 @@ export function referenceArgs(run: ReferenceRun): string[] {
   if (run.epochs !== undefined) args.push('--epochs', String(run.epochs));
   else if (run.seconds !== undefined) args.push('--seconds', String(run.seconds));
   if (run.ringEntries !== undefined) args.push('--ring-entries', String(run.ringEntries));
+  if (run.ringReserved !== undefined) args.push('--ring-reserved', String(run.ringReserved));
   if (run.ramGpa !== undefined) args.push('--ram-gpa', String(run.ramGpa));
   if (run.device !== undefined) args.push('--device', run.device);
   return args;

@@ -13,12 +13,25 @@ export interface NodeVsC {
 export type SizeModes = Record<'ring' | 'bitmap' | 'bitmap-clear', { node: number | null; c: number | null }>;
 
 export interface CheckpointFigures {
+  /** committed epochs per second */
   ring: number | null;
   bitmap: number | null;
   ringPauseP50Us?: number | null;
   ringPauseP99Us?: number | null;
   bitmapPauseP50Us?: number | null;
   bitmapPauseP99Us?: number | null;
+  /** epochs per second of the same workload without checkpointing (the C reference's epoch loop, same K, guest and mode, same run) */
+  ringBare?: number | null;
+  bitmapBare?: number | null;
+  /** committed / bare: the share of its speed the guest keeps under checkpointing */
+  ringEfficiency?: number | null;
+  bitmapEfficiency?: number | null;
+}
+
+/** checkpointEfficiency: { k16: { ring, bitmap }, ... }, from the checkpoint figures. */
+export function efficiencyOf(rows: Record<string, CheckpointFigures> | null | undefined): Record<string, { ring: number | null; bitmap: number | null }> | null {
+  if (!rows) return null;
+  return Object.fromEntries(Object.entries(rows).map(([key, c]) => [key, { ring: c.ringEfficiency ?? null, bitmap: c.bitmapEfficiency ?? null }]));
 }
 
 export interface BenchError {
@@ -73,6 +86,10 @@ export interface BenchResults {
   checkpoint: Record<string, CheckpointFigures> | null;
   /** the same at K = 64, by guest GiB (1, 16, 64) */
   checkpointBySize?: Record<string, CheckpointFigures> | null;
+  /** committed checkpoint epochs / the bare loop's epochs, by K (1 GiB), ring and bitmap */
+  checkpointEfficiency?: Record<string, { ring: number | null; bitmap: number | null }> | null;
+  /** the same by guest GiB, K = 64 */
+  checkpointEfficiencyBySize?: Record<string, { ring: number | null; bitmap: number | null }> | null;
   targets: Record<string, Target>;
   errors: BenchError[];
   host: Record<string, unknown>;
@@ -93,6 +110,13 @@ export function evaluateTargets(r: Omit<BenchResults, 'targets'>): Record<string
     harvestHeapPerEntry: target('heap bytes allocated per harvested entry', heapPerEntry, '<=', 1),
     emulatorEvents: target('emulator dirty-page events per second', r.emulatorEventsPerSec, '>=', 5e6),
   };
+}
+
+/** The machine line of a report: cores, CPU vendor and model, kernel, KVM flavour, Node. */
+export function describeHost(host: Record<string, unknown>): string {
+  const h = host as { cores?: number; cpu?: string | null; cpuVendor?: string; kernel?: string; kvm?: { description?: string } | null; node?: string; date?: string };
+  const cpu = [h.cpuVendor && !(h.cpu ?? '').startsWith(h.cpuVendor) ? h.cpuVendor : null, h.cpu ?? 'unknown CPU'].filter(Boolean).join(' ');
+  return [`${h.cores ?? '?'} cores, ${cpu}`, `Linux ${h.kernel ?? '?'}`, h.kvm?.description ?? 'KVM unknown', `Node ${h.node ?? '?'}`, h.date?.slice(0, 10)].filter(Boolean).join('; ');
 }
 
 /** Formats a number for the table: 3 significant digits, thousands separated; '-' when absent. */
@@ -119,6 +143,7 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
   const out: string[] = [];
   const title = (text: string) => (style === 'markdown' ? `**${text}**\n` : text);
   const us = (ns: number | null) => (ns === null ? null : ns / 1e3);
+  out.push(`Measured on: ${describeHost(r.host)}`, '');
   out.push(title('Harvest + re-arm per epoch, 256 dirty pages (median µs)'));
   out.push(
     table(
@@ -198,23 +223,27 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
   const checkpointTable = (first: string, rows: Record<string, CheckpointFigures>, name: (key: string) => string) =>
     table(
       style,
-      [first, 'ring', 'bitmap', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
+      [first, 'ring', 'bare ring (C)', 'ring / bare', 'bitmap', 'bare bitmap (C)', 'bitmap / bare', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
       Object.entries(rows).map(([key, c]) => [
         name(key),
         fmt(c.ring),
+        fmt(c.ringBare),
+        fmt(c.ringEfficiency),
         fmt(c.bitmap),
+        fmt(c.bitmapBare),
+        fmt(c.bitmapEfficiency),
         `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
         `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
       ]),
     );
   if (r.checkpoint !== null) {
-    out.push('', title('Checkpoint engine: committed epochs per second (benchCheckpoint)'));
+    out.push('', title('Checkpoint engine, 1 GiB: committed epochs per second against the same guest without checkpointing (bare: the C reference\'s epoch loop)'));
     out.push(checkpointTable('K', r.checkpoint, (k) => k.slice(1)));
   } else {
     out.push('', `${label('Checkpoint engine')} not measured (see errors)`);
   }
   if (r.checkpointBySize) {
-    out.push('', title('Checkpoint engine by guest size, K = 64: committed epochs per second'));
+    out.push('', title('Checkpoint engine by guest size, K = 64: committed epochs per second against the bare loop'));
     out.push(checkpointTable('guest', r.checkpointBySize, (g) => `${g} GiB`));
   }
   out.push('', title('Targets'));

@@ -11,11 +11,12 @@ import * as path from 'node:path';
 
 import { Command } from 'commander';
 
+import { cpuInfo } from '../lib/cpu';
 import { openKvm } from '../lib/index';
 import { chartPoints, harvestChartSpec, renderSvg } from './chart';
-import { emulatorEvents, epochLoop, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, vcpuLatency, type HarvestMode } from './loops';
+import { defaultRingEntries, emulatorEvents, epochLoop, fullRingEntries, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, ringLimits, vcpuLatency, type HarvestMode } from './loops';
 import { Reference, packageRoot, type ReferenceResult } from './reference';
-import { evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
+import { efficiencyOf, evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
 import { median, ratio } from './stats';
 
 interface Plan {
@@ -154,18 +155,28 @@ class Runner {
     return out;
   }
 
+  /**
+   * One C reference run. Its ring is sized as the Node side's, from the host's limits
+   * (kvm.dirtyRingLimits(): 64 reserved entries here, 576 on an Intel host with PML).
+   */
   reference(args: Parameters<Reference['run']>[0]): ReferenceResult {
     if (args.ramGpa !== undefined && args.ramGpa !== HARNESS_BYTES && !this.#referenceTakesRamGpa) {
       throw new Error(`this build of the C reference has no --ram-gpa to place RAM at ${args.ramGpa} (its stride would write the APIC page at 0xfee00000)`);
     }
-    return this.#reference.run(args.ramGpa === HARNESS_BYTES ? { ...args, ramGpa: undefined } : args);
+    const run = { ...args, ramGpa: args.ramGpa === HARNESS_BYTES ? undefined : args.ramGpa };
+    if (run.mode === 'ring' || run.mode === 'harvest-per-entry') {
+      const limits = ringLimits('native');
+      run.ringReserved = limits.reservedEntries;
+      if (run.mode === 'ring') run.ringEntries ??= defaultRingEntries(run.k ?? 16, limits);
+    }
+    return this.#reference.run(run);
   }
 
   epochLoops(plan: Plan): BenchResults['epochLoop'] {
     const result: BenchResults['epochLoop'] = {};
     for (const k of LOOP_KS) {
-      // K = 4096 needs more than 4096 entries; one run writes K distinct pages, far below the 1 MiB ring's soft limit.
-      const ringEntries = k === 4096 ? RING_MAX_ENTRIES : undefined;
+      // K = 4096 runs on the 1 MiB ring; one run writes K distinct pages, far below its soft limit.
+      const ringEntries = k === 4096 ? RING_MAX_ENTRIES : defaultRingEntries(k, ringLimits('native'));
       const what = `epoch loop K=${k}`;
       this.#log(`${what}, ${LOOP_GIB} GiB, ring: ${plan.repeats} x ${plan.loopSeconds} s per side`);
       const ramGpa = this.ramGpaFor(LOOP_GIB, k);
@@ -193,7 +204,7 @@ class Runner {
 
   harvestPerEntry(plan: Plan): BenchResults['harvestPerEntryNs'] {
     this.#log(`harvest per entry, full ${RING_MAX_ENTRIES}-entry ring: ${plan.entryRepeats} x ${plan.entryFills} fills per side`);
-    const entries = 65000;
+    const entries = fullRingEntries(ringLimits('native'));
     const runs = this.interleave('harvest per entry', plan.entryRepeats, () => this.reference({ mode: 'harvest-per-entry', k: entries, epochs: plan.entryFills }), () =>
       harvestPerEntry({ backend: 'native', entries, repeats: plan.entryFills, path: 'library' }),
     );
@@ -317,13 +328,23 @@ class Runner {
       const figures: CheckpointFigures = { ring: null, bitmap: null };
       for (const mode of ['ring', 'bitmap'] as const) {
         const what = `checkpoint K=${k} ${guestGiB} GiB ${mode}`;
-        this.#log(`${what}: ${plan.checkpointSeconds} s`);
+        this.#log(`${what}: ${plan.checkpointSeconds} s, and the same guest's bare epoch loop in C`);
+        // The rate of the same workload without checkpointing, measured beside it: the C
+        // reference's epoch loop, same K, same guest size, same mode. Their quotient is what
+        // holds from host to host (an absolute rate does not: KVM_RUN's cost differs by CPU).
+        try {
+          figures[`${mode}Bare`] = this.reference({ mode, guestGiB, k, seconds: plan.checkpointSeconds, ramGpa: this.ramGpaFor(guestGiB, k) }).epochsPerSec;
+        } catch (e) {
+          figures[`${mode}Bare`] = null;
+          this.error(`${what}, bare loop (C)`, e);
+        }
         try {
           const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: k, mode, seconds: plan.checkpointSeconds, guestBytes: guestGiB * GIB });
           figures[mode] = r.committedPerSec;
           figures[`${mode}PauseP50Us`] = r.pauseP50Us;
           figures[`${mode}PauseP99Us`] = r.pauseP99Us;
-          this.#log(`  ${fmtRate(r.committedPerSec)} committed/s, pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
+          figures[`${mode}Efficiency`] = ratio(r.committedPerSec, figures[`${mode}Bare`] ?? null);
+          this.#log(`  ${fmtRate(r.committedPerSec)} committed/s (bare ${fmtRate(figures[`${mode}Bare`] ?? null)}, ${fmtNum(figures[`${mode}Efficiency`] ?? null)}), pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
         } catch (e) {
           this.error(what, e);
         }
@@ -363,8 +384,10 @@ function hostDescription(plan: 'full' | 'quick'): Record<string, unknown> {
     kvm = { error: e instanceof Error ? e.message : String(e) };
   }
   const cpus = os.cpus();
+  const cpu = cpuInfo();
   return {
-    cpu: cpus[0]?.model ?? null,
+    cpu: cpu.model,
+    cpuVendor: cpu.vendor,
     cores: cpus.length,
     memoryGiB: Math.round(os.totalmem() / GIB),
     kernel: os.release(),
@@ -431,6 +454,8 @@ async function main(): Promise<void> {
     emulatorEventsPerSec,
     checkpoint,
     checkpointBySize,
+    checkpointEfficiency: efficiencyOf(checkpoint),
+    checkpointEfficiencyBySize: efficiencyOf(checkpointBySize),
     errors: runner.errors,
     host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
   };

@@ -36,19 +36,20 @@ console.log(
     `DIRTY_LOG_RING_WITH_BITMAP ${kvm.checkExtension(Cap.DirtyLogRingWithBitmap)}`,
 );
 
+const ringBytes = kvm.dirtyRingLimits().bytesFor(2048); // the soft limit holds 2048 pages
 // Plain KVM_CAP_DIRTY_LOG_RING promises nothing about memory ordering: a weakly ordered
 // arch does not offer it, and enabling it fails.
 {
   const probe = kvm.createVm();
   try {
-    probe.enableCap(Cap.DirtyLogRing, [65536]);
+    probe.enableCap(Cap.DirtyLogRing, [ringBytes]);
     throw new Error('KVM_CAP_DIRTY_LOG_RING was accepted on arm64');
   } catch (e) {
     if ((e as { code?: string }).code !== 'EINVAL') throw e;
     console.log(`KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING) on arm64: ${(e as { code: string }).code} (only the ACQ_REL ring is offered)`);
   }
   // WITH_BITMAP decides whether new slots get a bitmap, so it is refused once a slot exists.
-  probe.enableDirtyRing(65536);
+  probe.enableDirtyRing(ringBytes);
   probe.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: probe.createMemory(PAGE_SIZE) });
   try {
     probe.enableDirtyRingWithBitmap();
@@ -61,10 +62,10 @@ console.log(
 }
 
 const vm = kvm.createVm();
-const cap = vm.enableDirtyRing(65536); // 4096 entries per vCPU
+const cap = vm.enableDirtyRing(ringBytes);
 if (cap !== Cap.DirtyLogRingAcqRel) throw new Error(`expected the ACQ_REL ring, got cap ${cap}`);
 vm.enableDirtyRingWithBitmap(); // before the first memory slot
-console.log('ring: KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 65536 bytes; then KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP');
+console.log(`ring: KVM_CAP_DIRTY_LOG_RING_ACQ_REL, ${ringBytes} bytes; then KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP`);
 
 vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: vm.createMemory(RAM_GFN * PAGE_SIZE) });
 vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: RAM_GFN * PAGE_SIZE, memory: vm.createMemory(RAM_PAGES * PAGE_SIZE), flags: MemFlag.LogDirtyPages });

@@ -1,25 +1,32 @@
 // The dirty ring, end to end: a guest writes 256 pages per epoch; after each epoch we
 // harvest its vCPU's ring, re-arm the pages, and check each page holds the epoch number.
 //
-//   npm run demo            (or: node dist/examples/ring-harvest.js [--backend emulator])
+//   npm run demo            (or: node dist/examples/ring-harvest.js [--backend emulator] [--pml])
+//
+// --pml runs it on the emulated Intel host with PML, whose kernel reserves 576 ring entries.
 import { DirtyPages, ExitReason, MemFlag, Workload, openKvm, type BackendName } from '../lib';
 
+const PAGES = 256;
 const backend = (process.argv.includes('--backend') ? process.argv[process.argv.indexOf('--backend') + 1] : undefined) as BackendName | undefined;
-const kvm = openKvm({ backend });
+const kvm = openKvm({ backend, pml: process.argv.includes('--pml') });
 console.log(`backend: ${kvm.backend}${kvm.fallbackReason ? ` (fallback: ${kvm.fallbackReason})` : ''}; host: ${kvm.hostInfo.description}`);
 
+// The ring's size comes from the host: its soft limit must hold an epoch's pages twice over
+// (this PVM host logs every write, DESIGN §5), above the entries the kernel keeps in reserve.
+const limits = kvm.dirtyRingLimits();
+const ringBytes = limits.bytesFor(2 * PAGES);
 const vm = kvm.createVm();
-const cap = vm.enableDirtyRing(65536); // 4096 entries per vCPU, before the first vCPU
+const cap = vm.enableDirtyRing(ringBytes); // before the first vCPU
 const harness = vm.createMemory(2 << 20); // guest-physical [0, 2 MiB): page tables + code
 const ram = vm.createMemory(64 << 20); // [2 MiB, 66 MiB): logged
 vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: harness });
 vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 << 20, memory: ram, flags: MemFlag.LogDirtyPages });
 const vcpu = vm.createVcpu(0);
 const ring = vcpu.dirtyRing!;
-console.log(`ring: ${ring.entries} entries via ${cap === 223 ? 'KVM_CAP_DIRTY_LOG_RING_ACQ_REL' : 'KVM_CAP_DIRTY_LOG_RING'}`);
+console.log(`ring: ${ring.entries} entries (${limits.reservedEntries} reserved, soft limit ${limits.softLimit(ringBytes)}) via ${cap === 223 ? 'KVM_CAP_DIRTY_LOG_RING_ACQ_REL' : 'KVM_CAP_DIRTY_LOG_RING'}`);
 
 // Every epoch: write the epoch number into pages 1000, 1007, 1014, ... (256 pages), then OUT 0x10.
-vcpu.load(Workload.stride({ firstPage: 1000, pages: 256, stridePages: 7 }));
+vcpu.load(Workload.stride({ firstPage: 1000, pages: PAGES, stridePages: 7 }));
 const out = new DirtyPages(ring.entries);
 const words = new BigUint64Array(ram.buffer);
 const epochs = 200;
@@ -41,7 +48,7 @@ for (let epoch = 1; epoch <= epochs; epoch++) {
     pages.add(gfn);
     if (words[(gfn - 512) * 512] !== BigInt(epoch)) throw new Error(`page ${gfn} does not hold epoch ${epoch}`);
   }
-  if (pages.size !== 256) throw new Error(`epoch ${epoch}: ${pages.size} distinct pages, expected 256`);
+  if (pages.size !== PAGES) throw new Error(`epoch ${epoch}: ${pages.size} distinct pages, expected ${PAGES}`);
   harvested += out.length;
   if (epoch === 1) {
     const first = [...pages].slice(0, 4).join(', ');

@@ -2,7 +2,7 @@
 // stride workload, harvests exactly the pages it wrote and checks them. Small guests and a few
 // epochs; functional checks only, never timings.
 import { describeEachBackend } from './helpers/backends';
-import { DirtyPages } from '../lib';
+import { DirtyPages, DirtyRingLimits } from '../lib';
 import {
   BenchGuest,
   defaultRingEntries,
@@ -22,13 +22,20 @@ import {
 const MIB = 1024 * 1024;
 
 describe('layout arithmetic', () => {
-  test('defaultRingEntries: the C reference\'s rule (power of two >= 2K + 64, at least 256, at most 65536)', () => {
-    expect(defaultRingEntries(16)).toBe(256);
-    expect(defaultRingEntries(96)).toBe(256);
-    expect(defaultRingEntries(97)).toBe(512);
-    expect(defaultRingEntries(256)).toBe(1024);
-    expect(defaultRingEntries(4096)).toBe(16384);
-    expect(defaultRingEntries(60000)).toBe(65536);
+  test('defaultRingEntries: the C reference\'s rule (the smallest ring the host takes with a soft limit >= 2K, at most 65536)', () => {
+    const noPml = new DirtyRingLimits(64, 1 << 20);
+    expect(defaultRingEntries(16, noPml)).toBe(256);
+    expect(defaultRingEntries(96, noPml)).toBe(256);
+    expect(defaultRingEntries(97, noPml)).toBe(512);
+    expect(defaultRingEntries(256, noPml)).toBe(1024);
+    expect(defaultRingEntries(4096, noPml)).toBe(16384);
+    expect(defaultRingEntries(60000, noPml)).toBe(65536);
+    // an Intel host with PML reserves 576 entries: nothing below 1024 entries (16 KiB)
+    const pml = new DirtyRingLimits(576, 1 << 20);
+    expect(defaultRingEntries(1, pml)).toBe(1024);
+    expect(defaultRingEntries(224, pml)).toBe(1024);
+    expect(defaultRingEntries(225, pml)).toBe(2048);
+    expect(defaultRingEntries(60000, pml)).toBe(65536);
   });
 
   test('strideWritesGpa: K = 4096 over 16 GiB at 2 MiB writes the APIC page 0xfee00000; at 4 GiB it does not', () => {

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { backends } from './helpers/backends';
+import { defaultRingEntries, ringLimits } from '../bench/loops';
 import { packageRoot, parseReferenceOutput, Reference, referenceArgs } from '../bench/reference';
 
 const root = packageRoot(__dirname);
@@ -21,6 +22,7 @@ test('referenceArgs spells the options as bench/reference.c takes them', () => {
   // --epochs wins over --seconds, as in the reference
   expect(referenceArgs({ mode: 'harvest-per-entry', k: 65000, epochs: 9, seconds: 3 })).toEqual(['--mode', 'harvest-per-entry', '--k', '65000', '--epochs', '9']);
   expect(referenceArgs({ mode: 'bitmap', ramGpa: 4 * 2 ** 30, device: '/dev/kvm' })).toEqual(['--mode', 'bitmap', '--ram-gpa', '4294967296', '--device', '/dev/kvm']);
+  expect(referenceArgs({ mode: 'ring', k: 16, ringReserved: 576 })).toEqual(['--mode', 'ring', '--k', '16', '--ring-reserved', '576']);
 });
 
 test('parseReferenceOutput takes the last JSON line and rejects anything else', () => {
@@ -70,8 +72,12 @@ describe('building the reference', () => {
   (native && !native.skipReason ? test : test.skip)('one real run on /dev/kvm parses to the epochs asked for', () => {
     const ref = new Reference(dir);
     ref.ensureBuilt();
+    // its own ring sizing, from the smallest ring the kernel takes, agrees with the library's
     const r = ref.run({ mode: 'ring', guestGiB: 1, k: 16, epochs: 20 });
-    expect(r).toMatchObject({ mode: 'ring', guestGiB: 1, k: 16, epochs: 20, pagesPerEpoch: 16, ringEntries: 256 });
+    expect(r).toMatchObject({ mode: 'ring', guestGiB: 1, k: 16, epochs: 20, pagesPerEpoch: 16, ringEntries: defaultRingEntries(16, ringLimits('native')) });
+    // told that the host reserves 576 entries (Intel PML), it sizes as for such a host: 1024 entries
+    expect(ref.run({ mode: 'ring', guestGiB: 1, k: 16, epochs: 5, ringReserved: 576 })).toMatchObject({ ringEntries: 1024, epochs: 5 });
+    expect(() => ref.run({ mode: 'ring', guestGiB: 1, k: 500, epochs: 5, ringEntries: 1024, ringReserved: 576 })).toThrow(/k 500 exceeds the ring's soft limit \(448 entries\)/);
     const e = ref.run({ mode: 'harvest-per-entry', k: 2000, epochs: 2 });
     expect(e).toMatchObject({ mode: 'harvest-per-entry', k: 2000, epochs: 2, ringEntries: 65536 });
     expect(e.harvestNsPerEntry).toBeGreaterThan(0);

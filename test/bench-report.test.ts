@@ -1,6 +1,6 @@
 // The benchmark's arithmetic and report (bench/stats.ts, bench/report.ts): pure functions,
 // checked on made-up results. No timing is asserted anywhere.
-import { evaluateTargets, fmt, formatReport, type BenchResults } from '../bench/report';
+import { describeHost, efficiencyOf, evaluateTargets, fmt, formatReport, type BenchResults } from '../bench/report';
 import { median, ratio, Samples } from '../bench/stats';
 
 describe('median', () => {
@@ -97,12 +97,16 @@ describe('formatReport', () => {
 
   test('checkpoint figures by K and by guest size', () => {
     const r = results();
-    r.checkpoint = { k64: { ring: 2600, bitmap: 2500, ringPauseP50Us: 70, ringPauseP99Us: 400, bitmapPauseP50Us: 80, bitmapPauseP99Us: 500 } };
+    r.checkpoint = { k64: { ring: 2600, bitmap: 2500, ringPauseP50Us: 70, ringPauseP99Us: 400, bitmapPauseP50Us: 80, bitmapPauseP99Us: 500, ringBare: 4000, ringEfficiency: 0.65, bitmapBare: 3125, bitmapEfficiency: 0.8 } };
     r.checkpointBySize = { '64': { ring: 2700, bitmap: 750, ringPauseP50Us: 71, ringPauseP99Us: 390, bitmapPauseP50Us: 846, bitmapPauseP99Us: 1401 } };
     const text = formatReport({ ...r, targets: evaluateTargets(r) });
-    expect(text).toMatch(/^64\s+2,600\s+2,500\s+70 \/ 400\s+80 \/ 500$/m);
+    expect(text).toMatch(/^64\s+2,600\s+4,000\s+0\.65\s+2,500\s+3,125\s+0\.8\s+70 \/ 400\s+80 \/ 500$/m);
     expect(text).toContain('Checkpoint engine by guest size, K = 64');
-    expect(text).toMatch(/^64 GiB\s+2,700\s+750\s+71 \/ 390\s+846 \/ 1,401$/m);
+    // a run without the bare loop's figures shows dashes there
+    expect(text).toMatch(/^64 GiB\s+2,700\s+-\s+-\s+750\s+-\s+-\s+71 \/ 390\s+846 \/ 1,401$/m);
+    expect(efficiencyOf(r.checkpoint)).toEqual({ k64: { ring: 0.65, bitmap: 0.8 } });
+    expect(efficiencyOf(r.checkpointBySize)).toEqual({ '64': { ring: null, bitmap: null } });
+    expect(efficiencyOf(null)).toBeNull();
   });
 
   test('vCPU round trips in µs, C only where it was measured', () => {
@@ -124,6 +128,15 @@ describe('formatReport', () => {
     expect(md).toMatch(/^\| 64 GiB \| 5 \| 2\.5 \| 1,000 \| 500 \|/m);
     expect(md).toContain('**Emulator:** dirty-page events per second');
     expect(md).toContain('- epoch loop K=4096 (C): the APIC page');
+  });
+
+  test('the report names the machine, its CPU vendor and model first', () => {
+    const r = results();
+    r.host = { cores: 2, cpu: 'AMD EPYC', cpuVendor: 'AMD', kernel: '6.18.44', kvm: { description: 'kvm_pvm (nested)' }, node: 'v20.20.2', date: '2026-12-02T03:00:00Z' };
+    expect(formatReport({ ...r, targets: evaluateTargets(r) }).split('\n')[0]).toBe('Measured on: 2 cores, AMD EPYC; Linux 6.18.44; kvm_pvm (nested); Node v20.20.2; 2026-12-02');
+    // the vendor is named once: before a model that does not start with it
+    expect(describeHost({ cores: 2, cpu: 'Intel(R) Xeon(R) CPU', cpuVendor: 'Intel' })).toBe('2 cores, Intel(R) Xeon(R) CPU; Linux ?; KVM unknown; Node ?');
+    expect(describeHost({ cores: 4, cpu: 'EPYC 9B14', cpuVendor: 'AMD' })).toBe('4 cores, AMD EPYC 9B14; Linux ?; KVM unknown; Node ?');
   });
 
   test('fmt: significant digits, separators, dashes for missing figures', () => {

@@ -18,7 +18,7 @@
 import { ExitReason } from '../constants';
 import type { Vcpu } from '../vcpu';
 import type { Machine } from './machine';
-import { RING_RESERVED_ENTRIES, describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
+import { describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
 import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
 import { DirtyTracker, type PageSet } from './tracker';
@@ -134,10 +134,12 @@ export class Checkpointer {
     if (m.mode === 'ring') {
       // One KVM_RUN must not write more pages than its ring holds (DESIGN §5: a host that
       // does not stop the vCPU at the soft limit inside a run loses entries).
+      const limits = m.kvm.dirtyRingLimits();
       m.vcpus.forEach((v, i) => {
-        const need = writesPerRun(m.workloads[i]) + RING_RESERVED_ENTRIES;
-        if (v.dirtyRing && need > v.dirtyRing.entries) {
-          throw new RangeError(`vCPU ${v.id}: one run of its workload writes up to ${need - RING_RESERVED_ENTRIES} pages; its ring has ${v.dirtyRing.entries} entries (${RING_RESERVED_ENTRIES} reserved)`);
+        const writes = writesPerRun(m.workloads[i]);
+        const room = v.dirtyRing ? v.dirtyRing.entries - limits.reservedEntries : Infinity;
+        if (writes > room) {
+          throw new RangeError(`vCPU ${v.id}: one run of its workload writes up to ${writes} pages; its ring has ${v.dirtyRing!.entries} entries (${limits.reservedEntries} reserved)`);
         }
       });
     }

@@ -40,9 +40,6 @@ export const HIGH_DATA_GFN = 0x100000;
 /** The largest data slot: guests with more data get several, contiguous in guest-physical memory. */
 export const DATA_SLOT_MAX_BYTES = 2 ** 31;
 export const HARNESS_BYTES = DATA_GFN * PAGE_SIZE;
-/** Ring entries the kernel keeps in reserve below the ring's size (no PML: 64, kernel-semantics rule 49). */
-export const RING_RESERVED_ENTRIES = 64;
-const RING_MAX_DEFAULT = 65536; // 1 MiB of 16-byte entries
 
 export interface MachineSlot {
   layout: SlotLayout;
@@ -156,19 +153,20 @@ export function chooseMode(kvm: Kvm, requested: DirtyMode | 'auto' = 'auto'): Di
 }
 
 /**
- * Ring bytes for vCPUs that write at most `writesPerRun` entries in one KVM_RUN: a power of
- * two with room for them above the kernel's reserve, doubled because a host such as this
- * PVM one logs a page once per write, not once per protect cycle (DESIGN §5). RangeError if
- * even the largest ring the kernel offers is too small: one run must never overfill a ring.
+ * Ring bytes for vCPUs that write at most `writesPerRun` entries in one KVM_RUN: the host's
+ * smallest ring whose soft limit holds twice that (kvm.dirtyRingLimits(): 64 reserved entries
+ * here, 576 on an Intel host with PML), doubled because a host such as this PVM one logs a
+ * page once per write, not once per protect cycle (DESIGN §5). RangeError if even the largest
+ * ring the kernel offers is too small: one run must never overfill a ring.
  */
 export function ringBytesFor(kvm: Kvm, writesPerRun: number): number {
-  const max = Math.max(kvm.checkExtension(Cap.DirtyLogRingAcqRel), kvm.checkExtension(Cap.DirtyLogRing)) || RING_MAX_DEFAULT * 16;
-  let entries = 256;
-  while (entries < 2 * (writesPerRun + RING_RESERVED_ENTRIES) && entries * 16 < max) entries *= 2;
-  if (writesPerRun + RING_RESERVED_ENTRIES > entries) {
-    throw new RangeError(`one run writes up to ${writesPerRun} pages, more than the largest dirty ring (${max / 16} entries, ${RING_RESERVED_ENTRIES} reserved) holds; use a bitmap mode`);
+  const limits = kvm.dirtyRingLimits();
+  try {
+    return limits.bytesFor(2 * writesPerRun);
+  } catch {
+    if (limits.supported && limits.softLimit(limits.maxBytes) >= writesPerRun) return limits.maxBytes;
+    throw new RangeError(`one run writes up to ${writesPerRun} pages, more than the largest dirty ring here holds below its soft limit (${limits.maxBytes / 16} entries, ${limits.reservedEntries} reserved); use a bitmap mode`);
   }
-  return entries * 16;
 }
 
 /** The lowest and highest gfn a workload writes (null if it writes none). */
