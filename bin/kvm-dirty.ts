@@ -14,14 +14,15 @@ function backendOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--backend <name>', 'backend').choices(['auto', 'native', 'emulator']))
     .addOption(new Option('--arch <arch>', 'architecture (other than the host\'s: emulator only)').choices(['x86_64', 'arm64', 's390x']))
-    .option('--device <path>', 'KVM device', undefined);
+    .option('--device <path>', 'KVM device', undefined)
+    .option('--pml', 'emulate an Intel host with PML (576 reserved ring entries; emulator, x86_64)');
 }
 
 backendOptions(program.command('probe'))
   .description('print the backend, the host\'s KVM flavour and every dirty-tracking capability')
   .option('--json', 'machine-readable output')
   .action((opts: OpenOptions & { json?: boolean }) => {
-    const kvm = openKvm({ backend: opts.backend, arch: opts.arch, device: opts.device });
+    const kvm = openKvm({ backend: opts.backend, arch: opts.arch, device: opts.device, pml: opts.pml });
     try {
       const report = probe(kvm);
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatProbe(report));

@@ -1,3 +1,4 @@
+import type { HostInfo } from './backend';
 import { Cap } from './constants';
 import type { Kvm } from './kvm';
 
@@ -22,22 +23,29 @@ export interface ProbeReport {
   backend: 'native' | 'emulator';
   arch: string;
   fallbackReason?: string;
-  host: { flavour: string; nested: boolean | null; kernel: string; description: string };
+  host: HostInfo;
   apiVersion: number;
   vcpuMmapSize: number;
   capabilities: Array<{ name: string; cap: number; value: number }>;
-  dirtyRing: { maxBytes: number; maxEntries: number; acquireRelease: boolean; withBitmap: boolean };
+  dirtyRing: {
+    maxBytes: number; maxEntries: number; acquireRelease: boolean; withBitmap: boolean;
+    /** KVM_DIRTY_RING_RSVD_ENTRIES + kvm_cpu_dirty_log_size(): 64, or 576 with Intel PML */
+    reservedEntries: number;
+    /** the smallest ring the kernel takes */
+    minBytes: number;
+  };
 }
 
 /** What `kvm-dirty probe` reports: every dirty-tracking capability with its value, and the host. */
 export function probe(kvm: Kvm): ProbeReport {
   const capabilities = PROBED_CAPS.map((cap) => ({ name: `KVM_CAP_${snake(Cap[cap])}`, cap, value: kvm.checkExtension(cap) }));
   const ringBytes = Math.max(kvm.checkExtension(Cap.DirtyLogRing), kvm.checkExtension(Cap.DirtyLogRingAcqRel));
+  const limits = kvm.dirtyRingLimits();
   return {
     backend: kvm.backend,
     arch: kvm.arch,
     ...(kvm.fallbackReason ? { fallbackReason: kvm.fallbackReason } : {}),
-    host: { ...kvm.hostInfo },
+    host: { ...kvm.hostInfo, cpu: { ...kvm.hostInfo.cpu } },
     apiVersion: kvm.getApiVersion(),
     vcpuMmapSize: kvm.getVcpuMmapSize(),
     capabilities,
@@ -46,6 +54,8 @@ export function probe(kvm: Kvm): ProbeReport {
       maxEntries: ringBytes / 16,
       acquireRelease: kvm.checkExtension(Cap.DirtyLogRingAcqRel) > 0,
       withBitmap: kvm.checkExtension(Cap.DirtyLogRingWithBitmap) > 0,
+      reservedEntries: limits.reservedEntries,
+      minBytes: limits.supported ? limits.minBytes : 0,
     },
   };
 }
@@ -61,11 +71,15 @@ export function formatProbe(r: ProbeReport): string {
     ['backend', r.backend + (r.fallbackReason ? ` (fallback: ${r.fallbackReason})` : '')],
     ['arch', r.arch],
     ['host KVM', r.host.description],
+    ['CPU', `${r.host.cpu.vendor}: ${r.host.cpu.model}`],
     ['kernel', r.host.kernel],
     ['KVM_GET_API_VERSION', String(r.apiVersion)],
     ['KVM_GET_VCPU_MMAP_SIZE', `${r.vcpuMmapSize} bytes`],
   ];
   for (const c of r.capabilities) rows.push([`${c.name} (${c.cap})`, describeCap(c.cap, c.value)]);
+  if (r.dirtyRing.maxBytes > 0) {
+    rows.push(['dirty ring sizes', `${r.dirtyRing.minBytes} .. ${r.dirtyRing.maxBytes} bytes; ${r.dirtyRing.reservedEntries} entries reserved${r.host.pml ? ' (64 + 512 for PML)' : ''}: soft limit = entries - ${r.dirtyRing.reservedEntries}`]);
+  }
   const w = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
 }

@@ -148,8 +148,12 @@ describeEachBackend('checkpoint to a file and restore', (b) => {
     const kvm = b.open();
     try {
       if (!hasDirtyRing(kvm)) return;
-      const m = createMachine(kvm, { dataPages: 512, mode: 'ring', ringBytes: 4096, workloads: Workload.stride({ firstPage: 512, pages: 300 }) });
-      expect(() => new Checkpointer({ machine: m, sink: new FileSink(join(dir, 'small.kdck')) })).toThrow(/writes up to 300 pages; its ring has 256 entries/);
+      // the host's smallest ring (256 entries, 64 reserved; with PML 1024 and 576) and a workload writing past its soft limit
+      const limits = kvm.dirtyRingLimits();
+      const pages = limits.softLimit(limits.minBytes) + 1;
+      const m = createMachine(kvm, { dataPages: 2048, mode: 'ring', ringBytes: limits.minBytes, workloads: Workload.stride({ firstPage: 512, pages }) });
+      expect(() => new Checkpointer({ machine: m, sink: new FileSink(join(dir, 'small.kdck')) }))
+        .toThrow(`writes up to ${pages} pages; its ring has ${limits.minBytes / 16} entries (${limits.reservedEntries} reserved)`);
       m.close();
     } finally {
       kvm.close();
@@ -230,7 +234,7 @@ describeEachBackend('checkpoint to a file and restore', (b) => {
       kvm.close();
     }
   });
-});
+}, { pml: true });
 
 async function until(cond: () => boolean, ms = 10000): Promise<void> {
   const end = Date.now() + ms;

@@ -1,5 +1,6 @@
 // `kvm-dirty probe`: the capability report, as a table and as JSON.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeEachBackend } from './helpers/backends';
 
@@ -22,6 +23,12 @@ describeEachBackend('kvm-dirty probe', (b) => {
       KVM_CAP_NR_MEMSLOTS: 32764,
     });
     expect(typeof report.host.flavour).toBe('string');
+    // the CPU, as /proc/cpuinfo names it (Intel and AMD hosts behave differently in places)
+    const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+    expect(cpuinfo).toContain(report.host.cpu.model);
+    expect(report.host.cpu.vendor).toBe(({ GenuineIntel: 'Intel', AuthenticAMD: 'AMD' } as Record<string, string>)[/^vendor_id\s*:\s*(\S+)/m.exec(cpuinfo)?.[1] ?? ''] ?? report.host.cpu.vendor);
+    expect(report.dirtyRing.reservedEntries).toBe(report.host.pml ? 576 : 64);
+    expect(report.dirtyRing.minBytes).toBe(report.host.pml ? 16384 : 4096);
   });
 
   test('table: one line per capability with its kernel name and number', () => {
@@ -30,7 +37,18 @@ describeEachBackend('kvm-dirty probe', (b) => {
     expect(r.stdout).toMatch(new RegExp(`^backend\\s+${b.name}`, 'm'));
     expect(r.stdout).toMatch(/^KVM_CAP_DIRTY_LOG_RING \(192\)\s+1048576 \(ring up to 65536 entries of 16 bytes\)$/m);
     expect(r.stdout).toMatch(/^KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP \(228\)\s+0 \(absent\)$/m);
+    expect(r.stdout).toMatch(/^CPU\s+\S+: .+$/m);
+    expect(r.stdout).toMatch(/^dirty ring sizes\s+(4096|16384) \.\. 1048576 bytes; (64|576) entries reserved/m);
   });
+});
+
+test('--pml: the emulated Intel host with PML reserves 576 entries; 16 KiB is its smallest ring', () => {
+  const r = run('probe', '--json', '--pml');
+  expect(r.status).toBe(0);
+  const report = JSON.parse(r.stdout);
+  expect(report).toMatchObject({ backend: 'emulator', host: { pml: true }, dirtyRing: { reservedEntries: 576, minBytes: 16384, maxBytes: 1048576 } });
+  expect(report.host.description).toMatch(/576 reserved entries, an Intel host with PML/);
+  expect(run('probe', '--pml', '--backend', 'native').stderr).toMatch(/pml is a modelled host/);
 });
 
 test('probe of another architecture runs on the emulator', () => {

@@ -114,7 +114,7 @@ describeEachBackend('hostile arguments', (b) => {
         const w: World = { kvm, vms: [], vcpus: [], memories: [], stats };
         // A standard VM among the fuzzed ones, so calls reach deep states too.
         const vm = kvm.createVm();
-        vm.enableDirtyRing(8192);
+        vm.enableDirtyRing(kvm.dirtyRingLimits().bytesFor(256));
         const mem = vm.createMemory(4 << 20);
         vm.setUserMemoryRegion({ slot: 0, memory: mem, flags: MemFlag.LogDirtyPages });
         w.vms.push(vm);

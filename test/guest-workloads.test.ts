@@ -51,7 +51,7 @@ describeEachBackend('guest workloads', (b) => {
   afterEach(() => kvm.close());
 
   test('stride, ring: exactly its pages, in order, once per epoch, holding the epoch', () => {
-    const g = makeGuest(kvm, { ringBytes: 65536 });
+    const g = makeGuest(kvm, { ringFor: 2048 });
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 10, stridePages: 3 }));
     const pages = range(600, 10, 3);
     for (let epoch = 1; epoch <= 4; epoch++) {
@@ -83,7 +83,7 @@ describeEachBackend('guest workloads', (b) => {
 
   test('page tables and code are never logged, even in a logged slot that holds them', () => {
     const vm: Vm = kvm.createVm();
-    vm.enableDirtyRing(65536);
+    vm.enableDirtyRing(kvm.dirtyRingLimits().bytesFor(2048));
     const mem = vm.createMemory(4 * 1024 * 1024); // gfn 0..1023, one logged slot
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, flags: MemFlag.LogDirtyPages });
     const vcpu = vm.createVcpu(0);
@@ -117,7 +117,7 @@ describeEachBackend('guest workloads', (b) => {
 
     const bm = makeGuest(kvm);
     bm.vcpu.load(Workload.random(spec));
-    const ring = makeGuest(kvm, { ringBytes: 65536 });
+    const ring = makeGuest(kvm, { ringFor: 2048 });
     ring.vcpu.load(Workload.random(spec));
     for (let epoch = 1; epoch <= 3; epoch++) {
       const pages = expected.slice((epoch - 1) * 40, epoch * 40);
@@ -151,7 +151,7 @@ describeEachBackend('guest workloads', (b) => {
   });
 
   test('counter: increments its u64 and exits on port 0x11 with the low 32 bits', () => {
-    const g = makeGuest(kvm, { ringBytes: 65536 });
+    const g = makeGuest(kvm, { ringFor: 2048 });
     g.vcpu.load(Workload.counter({ page: 900 }));
     for (let v = 1; v <= 5; v++) {
       const exit = g.vcpu.run();
@@ -168,7 +168,7 @@ describeEachBackend('guest workloads', (b) => {
   });
 
   test('spin: writes nothing until kicked', async () => {
-    const g = makeGuest(kvm, { ringBytes: 65536 });
+    const g = makeGuest(kvm, { ringFor: 2048 });
     g.vcpu.load(Workload.spin());
     const running = g.vcpu.runAsync();
     await new Promise((r) => setTimeout(r, 100));
@@ -178,12 +178,16 @@ describeEachBackend('guest workloads', (b) => {
   });
 
   test('a full ring stops the vCPU; after harvest + reset the epoch resumes where it stopped', () => {
-    // 256 entries (soft limit 192), 220 pages per epoch; reset only when the ring is full.
-    // Upstream stops each epoch at the soft limit and resumes it; this PVM host pushes the
-    // whole epoch (220 < 256, still below the hard size) and stops at the next KVM_RUN.
-    // Either way each epoch logs its 220 pages once, in order.
-    const g = makeGuest(kvm, { ringBytes: 4096 });
-    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 220 }));
+    // The host's smallest ring (256 entries, soft limit 192; PML: 1024 and 448), P pages per
+    // epoch between the two (220; PML: 700); reset only when the ring is full. Upstream stops
+    // each epoch at the soft limit and resumes it; this PVM host pushes the whole epoch (still
+    // below the hard size) and stops at the next KVM_RUN. Either way each epoch logs its P
+    // pages once, in order.
+    const limits = kvm.dirtyRingLimits();
+    const soft = limits.softLimit(limits.minBytes);
+    const P = soft + Math.floor(((limits.minBytes / 16 - soft) * 7) / 16);
+    const g = makeGuest(kvm, { ringBytes: limits.minBytes });
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: P }));
     let fullExits = 0;
     for (let epoch = 1; epoch <= 3; epoch++) {
       const gfns: number[] = [];
@@ -197,14 +201,14 @@ describeEachBackend('guest workloads', (b) => {
         fullExits++;
         g.vm.resetDirtyRings();
       }
-      expect(gfns).toEqual(range(600, 220));
+      expect(gfns).toEqual(range(600, P));
     }
     expect(fullExits).toBeGreaterThanOrEqual(2);
-    for (const p of range(600, 220)) expect(g.word(p)).toBe(3n);
+    for (const p of range(600, P)) expect(g.word(p)).toBe(3n);
   });
 
   test('a slot far above the others is mapped too (the harness maps up to the highest slot)', () => {
-    const g = makeGuest(kvm, { ringBytes: 65536 });
+    const g = makeGuest(kvm, { ringFor: 2048 });
     const high = g.vm.createMemory(2 * 1024 * 1024);
     const highGfn = (40 * 2 ** 30) / PAGE; // 40 GiB
     g.vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: highGfn * PAGE, memory: high, flags: MemFlag.LogDirtyPages });

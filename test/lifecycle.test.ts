@@ -10,11 +10,12 @@ const fdCount = () => readdirSync('/proc/self/fd').length;
 describeEachBackend('lifecycle', (b) => {
   test('every method of a closed Kvm, Vm, Vcpu, ring throws EBADF naming the ioctl; buffers are detached', () => {
     const kvm: Kvm = b.open();
-    const g = makeGuest(kvm, { ringBytes: 8192 });
+    const ringBytes = kvm.dirtyRingLimits().bytesFor(16);
+    const g = makeGuest(kvm, { ringBytes });
     const ring = g.vcpu.dirtyRing!;
     const mem = g.data;
     expect(mem.buffer.byteLength).toBe(1024 * 4096);
-    expect(ring.buffer.byteLength).toBe(8192);
+    expect(ring.buffer.byteLength).toBe(ringBytes);
     const view = new Uint8Array(mem.buffer);
     kvm.close();
     kvm.close(); // idempotent
@@ -67,7 +68,7 @@ describeEachBackend('lifecycle', (b) => {
   test('closing a vCPU leaves the VM usable; closing a VM leaves the Kvm usable', () => {
     const kvm = b.open();
     try {
-      const g = makeGuest(kvm, { ringBytes: 8192, vcpus: 2 });
+      const g = makeGuest(kvm, { ringFor: 16, vcpus: 2 });
       g.vcpusAll[0].close();
       expect(g.vm.vcpus.map((v) => v.id)).toEqual([1]);
       expect(g.vm.resetDirtyRings()).toBe(0);
@@ -94,10 +95,10 @@ describeEachBackend('lifecycle', (b) => {
     const kvm = b.open();
     try {
       // Warm up (lazy library fds), then count.
-      makeGuest(kvm, { ringBytes: 8192, dataPages: 16 }).vm.close();
+      makeGuest(kvm, { ringFor: 16, dataPages: 16 }).vm.close();
       const before = fdCount();
       for (let i = 0; i < 1000; i++) {
-        const g = makeGuest(kvm, { ringBytes: 8192, dataPages: 16 });
+        const g = makeGuest(kvm, { ringFor: 16, dataPages: 16 });
         if (i % 100 === 0) g.vcpu.load(Workload.stride({ firstPage: 512, pages: 4 }));
         g.vm.close();
       }

@@ -67,4 +67,4 @@ describeEachBackend('live migration (pre-copy)', (b) => {
       kvm.close();
     }
   });
-});
+}, { pml: true });

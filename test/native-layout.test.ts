@@ -51,10 +51,11 @@ describeNative('native mapping layout', (open) => {
   });
 
   test('the ring is the vCPU fd at page KVM_DIRTY_LOG_PAGE_OFFSET: entries the guest pushed, in the kernel layout', () => {
-    const g = makeGuest(kvm, { ringBytes: 4096 });
+    const bytes = kvm.dirtyRingLimits().minBytes; // 4 KiB; 16 KiB on an Intel host with PML
+    const g = makeGuest(kvm, { ringBytes: bytes });
     const ring = g.vcpu.dirtyRing!.buffer;
-    expect(ring.byteLength).toBe(4096);
-    expect(g.vcpu.dirtyRing!.entries).toBe(256);
+    expect(ring.byteLength).toBe(bytes);
+    expect(g.vcpu.dirtyRing!.entries).toBe(bytes / 16);
     // a fresh ring is all zeros (vzalloc), unlike kvm_run
     expect(new Uint8Array(ring).every((b) => b === 0)).toBe(true);
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 5, stridePages: 3 }));
@@ -71,15 +72,16 @@ describeNative('native mapping layout', (open) => {
 
   test('the ring takes the size the kernel took: (u32)args[0] of either ring cap', () => {
     const vm = kvm.createVm();
-    vm.enableCap(Cap.DirtyLogRing, [0x1_0000_2000n]); // truncated to 8192 by the kernel
+    const min = kvm.dirtyRingLimits().minBytes;
+    vm.enableCap(Cap.DirtyLogRing, [0x1_0000_0000n + BigInt(2 * min)]); // truncated to 2 * min by the kernel
     const vcpu = vm.createVcpu(0);
-    expect(vcpu.dirtyRing!.buffer.byteLength).toBe(8192);
-    expect(vcpu.dirtyRing!.entries).toBe(512);
+    expect(vcpu.dirtyRing!.buffer.byteLength).toBe(2 * min);
+    expect(vcpu.dirtyRing!.entries).toBe((2 * min) / 16);
     vm.close();
 
     const acqRel = kvm.createVm();
-    acqRel.enableCap(Cap.DirtyLogRingAcqRel, [16384]);
-    expect(acqRel.createVcpu(3).dirtyRing!.buffer.byteLength).toBe(16384);
+    acqRel.enableCap(Cap.DirtyLogRingAcqRel, [4 * min]);
+    expect(acqRel.createVcpu(3).dirtyRing!.buffer.byteLength).toBe(4 * min);
     acqRel.close();
 
     const none = kvm.createVm();

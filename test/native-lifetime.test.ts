@@ -51,7 +51,7 @@ describeNative('native lifetime', (open) => {
   afterEach(() => kvm.close());
 
   test('close detaches every buffer before unmapping: byteLength 0, views empty, no fault', () => {
-    const g = makeGuest(kvm, { ringBytes: 4096 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     const memory = g.data.buffer;
     const run = g.vcpu.runBuffer;
     const ring = g.vcpu.dirtyRing!.buffer;
@@ -141,7 +141,7 @@ describeNative('native lifetime', (open) => {
     const mapsBefore = fs.readFileSync('/proc/self/maps', 'utf8').split('\n').length;
     for (let i = 0; i < 1000; i++) {
       const vm = kvm.createVm();
-      if (i % 2 === 0) vm.enableDirtyRing(4096);
+      if (i % 2 === 0) vm.enableDirtyRing(kvm.dirtyRingLimits().minBytes);
       const mem = vm.createMemory(2 << 20);
       vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, flags: MemFlag.LogDirtyPages });
       const vcpu = vm.createVcpu(0);
@@ -156,7 +156,7 @@ describeNative('native lifetime', (open) => {
 
   test('errors on the way (a vCPU id taken twice) close what they opened', () => {
     const vm = kvm.createVm();
-    vm.enableDirtyRing(4096);
+    vm.enableDirtyRing(kvm.dirtyRingLimits().minBytes);
     vm.createVcpu(0);
     const fds = openFds();
     for (let i = 0; i < 50; i++) expect(() => vm.createVcpu(0)).toThrow(expect.objectContaining({ code: 'EEXIST', ioctl: 'KVM_CREATE_VCPU' }));
@@ -165,7 +165,7 @@ describeNative('native lifetime', (open) => {
   });
 
   test('every fd is O_CLOEXEC, and a child process inherits none', () => {
-    const g = makeGuest(kvm, { ringBytes: 4096 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     const fds = [...openFds()].filter(([, t]) => isKvmFd(t));
     // harness and data memory: one memfd each
     const memfd = '/memfd:kvm-dirty:guest (deleted)';

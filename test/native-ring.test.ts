@@ -11,11 +11,15 @@ import { DirtyRing } from '../lib/ring';
 import { makeGuest, type TestGuest } from './helpers/guest';
 import { describeNative } from './helpers/native';
 
-const RING_BYTES = 4096; // 256 entries, soft limit 192: every epoch below pushes fewer
 
 describeNative('native batch harvest', (open) => {
   let kvm: Kvm;
-  beforeEach(() => (kvm = open()));
+  /** The host's smallest ring (256 entries, soft limit 192; PML: 1024, 448): every epoch below pushes fewer. */
+  let RING_BYTES: number;
+  beforeEach(() => {
+    kvm = open();
+    RING_BYTES = kvm.dirtyRingLimits().minBytes;
+  });
   afterEach(() => kvm.close());
 
   function pair(workload: Workload): [TestGuest, TestGuest] {
@@ -34,15 +38,16 @@ describeNative('native batch harvest', (open) => {
   });
 
   test('same entries, same ring state and same reset counts over epochs that wrap the ring', () => {
-    // random writes 100 pages per epoch (repeats included): 8 epochs push about 800 entries
-    // through a 256-entry ring, so the fetch index wraps three times.
+    // random writes 100 pages per epoch (repeats included, 90-100 entries): enough epochs to
+    // push three ringfuls through the host's smallest ring, so the fetch index wraps.
     const [a, b] = pair(Workload.random({ firstPage: 520, spanPages: 900, pagesPerEpoch: 100, seed: 0x1234_5678_9abcn }));
     const native = a.vcpu.dirtyRing!;
     const js = new DirtyRing(b.vcpu.dirtyRing!.buffer); // no batch: the Atomics loop
-    const outA = new DirtyPages(4096);
-    const outB = new DirtyPages(4096);
+    const epochs = Math.ceil((3 * native.entries) / 90);
+    const outA = new DirtyPages(100 * epochs);
+    const outB = new DirtyPages(100 * epochs);
     let harvested = 0;
-    for (let epoch = 1; epoch <= 8; epoch++) {
+    for (let epoch = 1; epoch <= epochs; epoch++) {
       expect(a.vcpu.run()).toEqual(b.vcpu.run());
       // uneven pieces: a few, then a larger max, then whatever is left
       for (const max of [3, 50, undefined]) {

@@ -89,7 +89,7 @@ describeNative('native vCPU threads', (open) => {
   });
 
   test('closing a vCPU during runAsync kicks and joins its thread; the promise resolves with Intr', async () => {
-    const g = makeGuest(kvm, { ringBytes: 4096 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     g.vcpu.load(Workload.spin());
     const running = g.vcpu.runAsync();
     await sleep(50);
@@ -113,7 +113,7 @@ describeNative('native vCPU threads', (open) => {
 
   test('load() into one slot larger than an ArrayBuffer may be: the harness maps it all, the guest writes above 4 GiB', () => {
     const vm = kvm.createVm();
-    vm.enableDirtyRing(4096);
+    vm.enableDirtyRing(kvm.dirtyRingLimits().minBytes);
     const size = 8 * 2 ** 30; // one slot from gpa 0: harness pages 0..511, then workload pages
     const mem = vm.createMemory(size);
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, flags: MemFlag.LogDirtyPages });

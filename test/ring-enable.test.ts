@@ -1,6 +1,8 @@
-// KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING[_ACQ_REL]) and its errno table, on both backends
-// (kernel-semantics.md rules 16-25, measured in §18.2).
-import { Cap, MemFlag } from '../lib';
+// KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING[_ACQ_REL]) and its errno table, on both backends and
+// on the emulated Intel host with PML (kernel-semantics.md rules 16-25, measured in §18.2).
+// Sizes come from the host: the smallest ring is max(4 KiB, reserved entries * 16) rounded up
+// to a power of two, so 4 KiB here and 16 KiB where PML reserves 576 entries.
+import { Cap, MemFlag, minRingBytes } from '../lib';
 import { describeEachBackend, expectKvmError } from './helpers/backends';
 
 describeEachBackend('dirty ring enable', (b) => {
@@ -13,26 +15,44 @@ describeEachBackend('dirty ring enable', (b) => {
     }
   };
   const ringCaps = [Cap.DirtyLogRing, Cap.DirtyLogRingAcqRel];
+  const { limits, host } = (() => {
+    const kvm = b.open();
+    try {
+      return { limits: kvm.dirtyRingLimits(), host: kvm.hostInfo };
+    } finally {
+      kvm.close();
+    }
+  })();
+  const min = limits.minBytes;
 
-  test.each(ringCaps)('sizes: 0, 3000, 1024, 2048 EINVAL; 4096, 8192, 1 MiB ok; 2 MiB E2BIG (cap %i)', (cap) => {
-    for (const [bytes, code] of [[0, 'EINVAL'], [3000, 'EINVAL'], [1024, 'EINVAL'], [2048, 'EINVAL'], [1 << 21, 'E2BIG']] as const) {
+  test('the host\'s limits: 64 reserved entries, 576 with PML, told by the backend and confirmed by the kernel', () => {
+    if (b.name === 'emulator') expect(host.pml).toBe(b.pml === true); // native: whatever this host has
+    expect(limits.reservedEntries).toBe(host.pml ? 576 : 64);
+    expect(limits.source).toBe('backend');
+    expect(min).toBe(minRingBytes(limits.reservedEntries));
+    expect(limits.maxBytes).toBe(1 << 20);
+  });
+
+  test.each(ringCaps)('sizes: 0, 3000 and every power of two below the minimum EINVAL; the minimum .. 1 MiB ok; 2 MiB E2BIG (cap %i)', (cap) => {
+    const below = [1024, 2048, 4096, 8192].filter((x) => x < min);
+    for (const [bytes, code] of [[0, 'EINVAL'], [3000, 'EINVAL'], ...below.map((x) => [x, 'EINVAL']), [1 << 21, 'E2BIG']] as const) {
       withVm((vm) => expectKvmError(() => vm.enableCap(cap, [bytes]), code, 'KVM_ENABLE_CAP'));
     }
-    for (const bytes of [4096, 8192, 1 << 20]) withVm((vm) => expect(vm.enableCap(cap, [bytes])).toBe(0));
+    for (let bytes = min; bytes <= 1 << 20; bytes *= 2) withVm((vm) => expect(vm.enableCap(cap, [bytes])).toBe(0));
   });
 
   test('args[0] is truncated to u32; flags are not checked', () => {
-    withVm((vm) => expect(vm.enableCap(Cap.DirtyLogRing, [0x1_0000_1000n])).toBe(0));
+    withVm((vm) => expect(vm.enableCap(Cap.DirtyLogRing, [0x1_0000_0000n + BigInt(min)])).toBe(0));
     withVm((vm) => expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [1n << 32n]), 'EINVAL'));
-    withVm((vm) => expect(vm.enableCap(Cap.DirtyLogRing, [4096], 0x1234)).toBe(0));
+    withVm((vm) => expect(vm.enableCap(Cap.DirtyLogRing, [min], 0x1234)).toBe(0));
   });
 
   test('twice, by either cap: EINVAL, but 2 MiB is still E2BIG (size checks come first)', () => {
     withVm((vm) => {
-      expect(vm.enableCap(Cap.DirtyLogRing, [8192])).toBe(0);
-      expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [8192]), 'EINVAL', 'KVM_ENABLE_CAP');
-      expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [16384]), 'EINVAL');
-      expectKvmError(() => vm.enableCap(Cap.DirtyLogRingAcqRel, [16384]), 'EINVAL');
+      expect(vm.enableCap(Cap.DirtyLogRing, [2 * min])).toBe(0);
+      expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [2 * min]), 'EINVAL', 'KVM_ENABLE_CAP');
+      expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [4 * min]), 'EINVAL');
+      expectKvmError(() => vm.enableCap(Cap.DirtyLogRingAcqRel, [4 * min]), 'EINVAL');
       expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [3000]), 'EINVAL');
       expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [1 << 21]), 'E2BIG');
     });
@@ -41,7 +61,7 @@ describeEachBackend('dirty ring enable', (b) => {
   test('after a vCPU exists: EINVAL (2 MiB still E2BIG)', () => {
     withVm((vm) => {
       vm.createVcpu(0);
-      expectKvmError(() => vm.enableDirtyRing(8192), 'EINVAL', 'KVM_ENABLE_CAP');
+      expectKvmError(() => vm.enableDirtyRing(2 * min), 'EINVAL', 'KVM_ENABLE_CAP');
       expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [3000]), 'EINVAL');
       expectKvmError(() => vm.enableCap(Cap.DirtyLogRing, [1 << 21]), 'E2BIG');
     });
@@ -51,14 +71,14 @@ describeEachBackend('dirty ring enable', (b) => {
     withVm((vm) => {
       const mem = vm.createMemory(16 * 4096);
       vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, flags: MemFlag.LogDirtyPages });
-      expect(vm.enableDirtyRing(8192)).toBe(Cap.DirtyLogRingAcqRel);
+      expect(vm.enableDirtyRing(2 * min)).toBe(Cap.DirtyLogRingAcqRel);
     });
   });
 
   test('WITH_BITMAP on x86: EINVAL before and after the ring', () => {
     withVm((vm) => {
       expectKvmError(() => vm.enableDirtyRingWithBitmap(), 'EINVAL', 'KVM_ENABLE_CAP');
-      vm.enableDirtyRing(8192);
+      vm.enableDirtyRing(2 * min);
       expectKvmError(() => vm.enableDirtyRingWithBitmap(), 'EINVAL', 'KVM_ENABLE_CAP');
     });
   });
@@ -66,14 +86,14 @@ describeEachBackend('dirty ring enable', (b) => {
   test('KVM_RESET_DIRTY_RINGS: EINVAL with the ring off, 0 with the ring on and no vCPU', () => {
     withVm((vm) => {
       expectKvmError(() => vm.resetDirtyRings(), 'EINVAL', 'KVM_RESET_DIRTY_RINGS');
-      vm.enableDirtyRing(8192);
+      vm.enableDirtyRing(2 * min);
       expect(vm.resetDirtyRings()).toBe(0);
     });
   });
 
   test('with the ring on, the bitmap ioctls are ENXIO before any other check', () => {
     withVm((vm) => {
-      vm.enableDirtyRing(8192);
+      vm.enableDirtyRing(2 * min);
       const mem = vm.createMemory(16 * 4096);
       vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memory: mem, flags: MemFlag.LogDirtyPages });
       for (const slot of [1, 7, 40000]) expectKvmError(() => vm.getDirtyLog(slot), 'ENXIO', 'KVM_GET_DIRTY_LOG');
@@ -89,10 +109,10 @@ describeEachBackend('dirty ring enable', (b) => {
 
   test('the vCPU maps a ring of the size the kernel took; none without a ring', () => {
     withVm((vm) => {
-      vm.enableCap(Cap.DirtyLogRing, [0x1_0000_2000n]);
+      vm.enableCap(Cap.DirtyLogRing, [0x1_0000_0000n + BigInt(2 * min)]);
       const v = vm.createVcpu(0);
-      expect(v.dirtyRing?.entries).toBe(512);
-      expect(v.dirtyRing?.buffer.byteLength).toBe(8192);
+      expect(v.dirtyRing?.entries).toBe((2 * min) / 16);
+      expect(v.dirtyRing?.buffer.byteLength).toBe(2 * min);
       expect(new Uint32Array(v.dirtyRing!.buffer).every((x) => x === 0)).toBe(true);
     });
     withVm((vm) => expect(vm.createVcpu(0).dirtyRing).toBeNull());
@@ -118,4 +138,4 @@ describeEachBackend('dirty ring enable', (b) => {
       expect(() => vm.enableCap(Cap.DirtyLogRing, 4096 as unknown as number[])).toThrow(TypeError);
     });
   });
-});
+}, { pml: true });

@@ -1,4 +1,6 @@
-// The dirty ring with a real guest (native) or the model (emulator): epochs, resets, ring full.
+// The dirty ring with a real guest (native) or the model (emulator), and on the emulated Intel
+// host with PML: epochs, resets, ring full. Ring sizes come from the host (makeGuest ringFor,
+// kvm.dirtyRingLimits()): a PML host reserves 576 entries where this one reserves 64.
 import { DirtyPages, ExitReason, Workload, type DirtyRing } from '../lib';
 import { describeEachBackend } from './helpers/backends';
 import { DATA_GFN, DATA_SLOT, makeGuest, range, uniqSorted } from './helpers/guest';
@@ -21,7 +23,7 @@ describeEachBackend('dirty ring', (b) => {
   afterEach(() => kvm.close());
 
   test('a stride epoch yields exactly the pages it wrote; reset returns the number harvested; the next epoch yields them again', () => {
-    const g = makeGuest(kvm, { ringBytes: 16384 });
+    const g = makeGuest(kvm, { ringFor: 128 });
     const ring = g.vcpu.dirtyRing!;
     const pages = range(600, 64, 3);
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 64, stridePages: 3 }));
@@ -41,7 +43,7 @@ describeEachBackend('dirty ring', (b) => {
   });
 
   test('partial harvest: reset re-arms only the collected prefix', () => {
-    const g = makeGuest(kvm, { ringBytes: 16384 });
+    const g = makeGuest(kvm, { ringFor: 20 });
     const ring = g.vcpu.dirtyRing!;
     g.vcpu.load(Workload.stride({ firstPage: 700, pages: 10 }));
     expect(g.vcpu.run().reason).toBe(ExitReason.Io);
@@ -56,26 +58,33 @@ describeEachBackend('dirty ring', (b) => {
   });
 
   test('ring full: the vCPU stops at the soft limit, cannot run on without a reset, and no page is lost', () => {
-    // 256 entries, soft limit 192; one epoch of 220 distinct pages (below the ring's 256: DESIGN §5).
-    const g = makeGuest(kvm, { ringBytes: 4096 });
+    // The host's smallest ring: 256 entries, soft limit 192 here (PML: 1024 and 448); one
+    // epoch writes P distinct pages between the soft limit and the ring's size (never more
+    // than the ring holds: DESIGN §5): 220 here, 700 with PML.
+    const limits = kvm.dirtyRingLimits();
+    const entries = limits.minBytes / 16;
+    const soft = limits.softLimit(limits.minBytes);
+    const P = soft + Math.floor(((entries - soft) * 7) / 16);
+    const g = makeGuest(kvm, { ringBytes: limits.minBytes });
     const ring = g.vcpu.dirtyRing!;
-    const out = new DirtyPages(256);
-    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 220 }));
+    expect(ring.entries).toBe(entries);
+    const out = new DirtyPages(entries);
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: P }));
     const seen: number[] = [];
     const fullAt: number[] = [];
     let exit = g.vcpu.run();
     if (kvm.hostInfo.flavour !== 'kvm_pvm') {
       // Upstream: exit right after the push that reached the soft limit, that write retired.
       expect(exit.reason).toBe(ExitReason.DirtyRingFull);
-      expect(ring.pending()).toBe(192);
-      expect(g.word(600 + 191)).toBe(1n);
-      expect(g.word(600 + 192)).toBe(0n);
+      expect(ring.pending()).toBe(soft);
+      expect(g.word(600 + soft - 1)).toBe(1n);
+      expect(g.word(600 + soft)).toBe(0n);
     }
     for (let guard = 0; exit.reason !== ExitReason.Io && guard < 10; guard++) {
       expect(exit.reason).toBe(ExitReason.DirtyRingFull);
       const pending = ring.pending();
       fullAt.push(pending);
-      expect(pending).toBeGreaterThanOrEqual(192);
+      expect(pending).toBeGreaterThanOrEqual(soft);
       // Without a reset the vCPU exits again at once and pushes nothing.
       expect(g.vcpu.run().reason).toBe(ExitReason.DirtyRingFull);
       expect(ring.pending()).toBe(pending);
@@ -86,38 +95,38 @@ describeEachBackend('dirty ring', (b) => {
     expect(exit.io?.value).toBe(1);
     seen.push(...harvestGfns(ring, out));
     g.vm.resetDirtyRings();
-    expect(uniqSorted(seen)).toEqual(range(600, 220));
-    for (const p of range(600, 220)) expect(g.word(p)).toBe(1n);
+    expect(uniqSorted(seen)).toEqual(range(600, P));
+    for (const p of range(600, P)) expect(g.word(p)).toBe(1n);
     if (kvm.hostInfo.flavour === 'kvm_pvm') {
       // PVM's batch emulation usually passes the soft limit within a run (DESIGN §5); a run
       // interrupted and re-entered on a busy host stops at it instead. Either way, a vCPU
       // whose ring is at or past the soft limit when it enters exits at once, pushing nothing.
-      g.vcpu.load(Workload.stride({ firstPage: 600, pages: 220 }));
+      g.vcpu.load(Workload.stride({ firstPage: 600, pages: P }));
       const again: number[] = [];
       let e = g.vcpu.run();
       for (let guard = 0; e.reason === ExitReason.DirtyRingFull && guard < 10; guard++) {
         const pending = ring.pending();
-        expect(pending).toBeGreaterThanOrEqual(192);
+        expect(pending).toBeGreaterThanOrEqual(soft);
         again.push(...harvestGfns(ring, out));
         expect(g.vm.resetDirtyRings()).toBe(pending);
         e = g.vcpu.run();
       }
       expect(e.io?.value).toBe(1);
       const pending = ring.pending();
-      if (pending >= 192) {
+      if (pending >= soft) {
         expect(g.vcpu.run().reason).toBe(ExitReason.DirtyRingFull);
         expect(ring.pending()).toBe(pending);
       }
       again.push(...harvestGfns(ring, out));
       expect(g.vm.resetDirtyRings()).toBe(pending);
-      expect(uniqSorted(again)).toEqual(range(600, 220));
+      expect(uniqSorted(again)).toEqual(range(600, P));
     } else {
-      expect(fullAt).toEqual([192]);
+      expect(fullAt).toEqual([soft]);
     }
   });
 
   test('two vCPUs: each has its own ring; one reset covers both and returns the sum', () => {
-    const g = makeGuest(kvm, { ringBytes: 8192, vcpus: 2 });
+    const g = makeGuest(kvm, { ringFor: 8, vcpus: 2 });
     const [v0, v1] = g.vcpusAll;
     v0.load(Workload.stride({ firstPage: 600, pages: 3 }));
     v1.load(Workload.stride({ firstPage: 800, pages: 4 }));
@@ -129,7 +138,7 @@ describeEachBackend('dirty ring', (b) => {
   });
 
   test('random workload: the pages of the xorshift64 sequence, epoch after epoch', () => {
-    const g = makeGuest(kvm, { ringBytes: 65536 });
+    const g = makeGuest(kvm, { ringFor: 100 });
     const ring = g.vcpu.dirtyRing!;
     const spec = { firstPage: 600, spanPages: 300, pagesPerEpoch: 50, seed: 12345 };
     g.vcpu.load(Workload.random(spec));
@@ -153,7 +162,7 @@ describeEachBackend('dirty ring', (b) => {
   });
 
   test('counter: increments its u64 and reports the low 32 bits on port 0x11', () => {
-    const g = makeGuest(kvm, { ringBytes: 8192 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     g.vcpu.load(Workload.counter({ page: 900 }));
     for (let i = 1; i <= 5; i++) {
       const exit = g.vcpu.run();
@@ -165,7 +174,7 @@ describeEachBackend('dirty ring', (b) => {
   });
 
   test('host writes through memory.buffer are never logged; a slot without logging logs nothing', () => {
-    const g = makeGuest(kvm, { ringBytes: 8192 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     new Uint8Array(g.data.buffer).fill(7, 0, 4096 * 10);
     g.vm.setUserMemoryRegion({ slot: DATA_SLOT, guestPhysAddr: DATA_GFN * 4096, memory: g.data, flags: 0 });
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 5 }));
@@ -173,5 +182,4 @@ describeEachBackend('dirty ring', (b) => {
     expect(g.vcpu.dirtyRing!.pending()).toBe(0);
     expect(g.word(600)).toBe(1n);
   });
-});
-
+}, { pml: true });

@@ -28,7 +28,7 @@ describeEachBackend('vCPU execution', (b) => {
   });
 
   test('runAsync of a stride workload resolves at its epoch exit', async () => {
-    const g = makeGuest(kvm, { ringBytes: 8192 });
+    const g = makeGuest(kvm, { ringFor: 16 });
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));
     for (let epoch = 1; epoch <= 3; epoch++) {
       const exit = await g.vcpu.runAsync();

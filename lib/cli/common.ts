@@ -11,6 +11,7 @@ export interface BackendFlags {
   backend?: OpenOptions['backend'];
   arch?: OpenOptions['arch'];
   device?: string;
+  pml?: boolean;
 }
 
 export interface GuestFlags extends BackendFlags {
@@ -22,7 +23,7 @@ export interface GuestFlags extends BackendFlags {
 }
 
 export function open(flags: BackendFlags): Kvm {
-  return openKvm({ backend: flags.backend, arch: flags.arch, device: flags.device });
+  return openKvm({ backend: flags.backend, arch: flags.arch, device: flags.device, pml: flags.pml });
 }
 
 export function positiveInt(name: string): (v: string) => number {

@@ -18,13 +18,19 @@ export interface TestGuest {
   word(gfn: number): bigint;
 }
 
+/**
+ * A test VM. The dirty ring: `ringFor: n` takes the host's smallest ring whose soft limit holds
+ * n entries (kvm.dirtyRingLimits().bytesFor(n): 64 reserved entries here, 576 on an Intel host
+ * with PML); `ringBytes` a size of the caller's, for tests of one profile's exact numbers.
+ */
 export function makeGuest(
   kvm: Kvm,
-  opts: { dataPages?: number; ringBytes?: number; manualProtect?: number; vcpus?: number } = {},
+  opts: { dataPages?: number; ringBytes?: number; ringFor?: number; manualProtect?: number; vcpus?: number } = {},
 ): TestGuest & { vcpusAll: Vcpu[] } {
   const dataPages = opts.dataPages ?? 1024;
   const vm = kvm.createVm();
-  if (opts.ringBytes) vm.enableDirtyRing(opts.ringBytes);
+  const ringBytes = opts.ringBytes ?? (opts.ringFor === undefined ? 0 : kvm.dirtyRingLimits().bytesFor(opts.ringFor));
+  if (ringBytes) vm.enableDirtyRing(ringBytes);
   if (opts.manualProtect !== undefined) vm.enableManualDirtyLogProtect(opts.manualProtect);
   const harness = vm.createMemory(HARNESS_BYTES);
   const data = vm.createMemory(dataPages * 4096);
