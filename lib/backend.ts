@@ -112,6 +112,14 @@ export interface EmulatorHooks {
    */
   guestWrite(vcpuId: number | null, gpa: number, length?: number): void;
   /**
+   * What a PVM host does to a ring that a run overfills (DESIGN §5): vCPU `vcpuId` stores the
+   * u64 `value` at the first 8 bytes of `pages` consecutive guest pages from `gpa`, and every
+   * store is pushed to its ring whether or not the page was protected, past the soft limit
+   * and past the ring's size (the kernel warns once; the oldest entries are overwritten and
+   * lost). Pages outside logged RAM are skipped. RangeError without a ring.
+   */
+  overfillRing(vcpuId: number, gpa: number, pages: number, value?: bigint): void;
+  /**
    * An s390 guest's ESSA on one page with operation request code `orc` (0..7).
    * Returns the page's CMMA value before the operation; RangeError for orc > 7.
    */

@@ -79,6 +79,25 @@ export class DirtyRing {
     return n;
   }
 
+  /**
+   * After an overfill (the kernel pushed past the ring's size and overwrote entries, DESIGN
+   * §5): the kernel counts the lost pushes as entries still in use, so it now pushes `gap`
+   * entries beyond the fetch index. Finds that gap (the first DIRTY entry from the fetch
+   * index on), marks the gap's entries RESET so that the next KVM_RESET_DIRTY_RINGS consumes
+   * them too (the kernel looks only at the RESET bit, kernel-semantics rule 36) and moves the
+   * fetch index to the first new entry. Returns the gap (0: in step), or -1 when no entry is
+   * DIRTY yet (nothing pushed since: call again later).
+   */
+  resync(): number {
+    if (this.#closed) fail('EBADF', undefined, 'the vCPU of this dirty ring is closed');
+    let gap = 0;
+    while (gap < this.entries && !this.#isDirty(this.#fetch + gap)) gap++;
+    if (gap === this.entries) return -1;
+    for (let i = 0; i < gap; i++) Atomics.store(this.#u32, ((this.#fetch + i) & (this.entries - 1)) * U32_PER_ENTRY, DIRTY_GFN_F_RESET);
+    this.#fetch = (this.#fetch + gap) >>> 0;
+    return gap;
+  }
+
   /** Acquire load of entry `index`'s flags (free-running index), compared exactly to DIRTY. */
   #isDirty(index: number): boolean {
     return Atomics.load(this.#u32, (index & (this.entries - 1)) * U32_PER_ENTRY) === DIRTY_GFN_F_DIRTY;

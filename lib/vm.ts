@@ -308,6 +308,10 @@ export class Vm {
         if (vcpuId !== null) checkUint('vcpuId', vcpuId, U32_MAX);
         hooks.guestWrite(vcpuId, checkUint('gpa', gpa), checkUint('length', length, 1 << 30));
       },
+      overfillRing: (vcpuId, gpa, pages, value = 1n) => {
+        this.#live(undefined);
+        hooks.overfillRing(checkUint('vcpuId', vcpuId, U32_MAX), checkUint('gpa', gpa), checkUint('pages', pages, 1 << 24), checkU64('value', value));
+      },
       essa: (gfn, orc) => {
         this.#live(undefined);
         checkUint('gfn', gfn);

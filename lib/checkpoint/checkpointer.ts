@@ -71,6 +71,8 @@ export interface EpochInfo {
   outputs: number;
   /** why the epoch ended */
   reason: 'epoch' | 'ring-full' | 'budget' | 'outputs';
+  /** a ring was found completely full (entries may have been lost): the epoch holds every logged page that may hold data */
+  overfilled: boolean;
 }
 
 export interface CheckpointStats {
@@ -86,6 +88,8 @@ export interface CheckpointStats {
   bytes: number;
   outputs: number;
   basePages: number;
+  /** epochs sent as a full copy of the logged slots because a ring was found completely full */
+  overfills: number;
   /** ms to scan and send the base epoch (not in `seconds`) */
   baseMs: number;
   mode: string;
@@ -249,6 +253,7 @@ export class Checkpointer {
       bytes: this.#bytes,
       outputs: this.#outputSeq - this.#o.outputSeq,
       basePages: this.#basePages,
+      overfills: this.#tracker.overfills,
       baseMs: round1(this.#baseMs),
       mode: this.machine.mode,
       backend: this.machine.kvm.backend,
@@ -376,7 +381,7 @@ export class Checkpointer {
     this.#pages += set.count;
     this.#o.onEpoch?.({
       epoch, pages: set.count, ringEntries: this.#tracker.lastRingEntries, pauseUs: (performance.now() - pausedAt) * 1000,
-      bytes: buf.length, outputs: count, reason,
+      bytes: buf.length, outputs: count, reason, overfilled: this.#tracker.lastOverfilled,
     });
     return buf;
   }

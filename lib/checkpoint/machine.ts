@@ -87,6 +87,13 @@ function mayHold(c: Contents, pages: number): Uint8Array {
 
 const bytesOf = (c: Contents): Buffer => (Buffer.isBuffer(c) ? c : c.bytes);
 
+/** Calls fn(page) for every page of `c` that may hold data (without reading any: a page outside them is zero). */
+export function forEachPageThatMayHoldData(c: Contents, fn: (page: number) => void): void {
+  const pages = bytesOf(c).length / PAGE_SIZE;
+  const may = mayHold(c, pages);
+  for (let p = 0; p < pages; p++) if (may[p]) fn(p);
+}
+
 /** Calls fn(page) for every page of `c` that is not all zeros, reading only pages that may hold data. */
 export function forEachNonZeroPage(c: Contents, fn: (page: number) => void): void {
   const bytes = bytesOf(c);

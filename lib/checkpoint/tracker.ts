@@ -11,9 +11,10 @@
 // it is what makes the copy correct.
 
 import { DirtyBitmap } from '../bitmap';
+import { MemFlag } from '../constants';
 import { DirtyPages } from '../dirty-pages';
 import type { DirtyRing } from '../ring';
-import type { Machine } from './machine';
+import { forEachPageThatMayHoldData, type Machine } from './machine';
 
 /**
  * A set of guest pages without duplicates, in the order they were added, allocated once:
@@ -72,6 +73,12 @@ export class DirtyTracker {
   readonly #logged: { index: number; slot: number; pages: number; bitmap: DirtyBitmap }[];
   /** ring entries collected by the last collect() (duplicates included) */
   lastRingEntries = 0;
+  /** the last collect() found a ring completely full: it may have lost entries, so it took every logged page */
+  lastOverfilled = false;
+  /** collections that found a ring completely full (each a full copy of the logged slots) */
+  overfills = 0;
+  /** rings whose fetch index lost step with the kernel's in an overfill, until resync() finds it */
+  readonly #desynced = new Set<DirtyRing>();
 
   constructor(machine: Machine) {
     this.#m = machine;
@@ -106,13 +113,36 @@ export class DirtyTracker {
     else this.#collectBitmaps(into);
   }
 
+  /**
+   * The rings that lost step in an overfill and have had no push since (resync() found no
+   * DIRTY entry). A vCPU whose ring overfilled by more than its soft limit can never run on:
+   * the kernel counts the lost entries as in use; a caller whose vCPU keeps exiting
+   * DirtyRingFull while its ring is listed here has met that.
+   */
+  get desynced(): readonly DirtyRing[] {
+    return [...this.#desynced];
+  }
+
   #collectRings(into: PageSet, batch: DirtyPages): void {
     let entries = 0;
+    let overfilled = false;
     for (const ring of this.#rings) {
-      for (;;) {
+      // Nothing pushed since the overfill: with every page re-protected then, nothing was written.
+      if (this.#desynced.has(ring)) {
+        if (ring.resync() < 0) continue;
+        this.#desynced.delete(ring);
+      }
+      for (let first = true; ; first = false) {
         batch.clear();
         const n = ring.harvest(batch);
         entries += n;
+        // Every entry DIRTY: the kernel may have pushed past the ring's size and overwritten
+        // entries we never saw (a PVM host does when one run writes more pages than the ring
+        // holds: DESIGN §5). Nothing says which pages those were.
+        if (first && n === ring.entries) {
+          overfilled = true;
+          this.#desynced.add(ring);
+        }
         for (let i = 0; i < n; i++) {
           const k = this.#slotIndex.get(batch.slots[i]);
           // An entry of a slot this machine does not know (deleted since) has nothing to copy.
@@ -122,6 +152,20 @@ export class DirtyTracker {
       }
     }
     this.lastRingEntries = entries;
+    this.lastOverfilled = overfilled;
+    if (overfilled) {
+      // Then every logged page that may hold data is taken as dirty: a full copy, never an
+      // incomplete epoch. The pages of the lost entries were never re-protected and would take
+      // later writes unlogged: logging off and on again write-protects each slot whole.
+      this.overfills++;
+      for (const s of this.#logged) {
+        const slot = this.#m.slots[s.index];
+        const region = { slot: s.slot, guestPhysAddr: slot.layout.guestPhysAddr, memory: slot.memory };
+        this.#m.vm.setUserMemoryRegion({ ...region, flags: 0 });
+        this.#m.vm.setUserMemoryRegion({ ...region, flags: MemFlag.LogDirtyPages });
+        forEachPageThatMayHoldData(slot, (p) => into.add(s.index, p));
+      }
+    }
     // Re-arm what was harvested: KVM_RESET_DIRTY_RINGS re-protects the pages and frees the entries.
     if (entries > 0) this.#m.vm.resetDirtyRings();
   }

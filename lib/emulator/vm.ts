@@ -48,6 +48,7 @@ export class EmulatedVm implements BackendVm, Reprotector {
     this.#cmma = profile.cmma ? new EmulatedCmma(() => [...this.#slots.values()].map(cmmaSlot)) : null;
     this.emulator = {
       guestWrite: (vcpuId, gpa, length = 1) => this.#guestWrite(vcpuId, gpa, length),
+      overfillRing: (vcpuId, gpa, pages, value = 1n) => this.#overfillRing(vcpuId, gpa, pages, value),
       essa: (gfn, orc) => {
         if (this.#cmma === null) fail('ENOTTY', undefined, `ESSA is an s390 instruction; this VM emulates ${profile.arch}`);
         return this.#cmma.essa(gfn, orc);
@@ -287,6 +288,24 @@ export class EmulatedVm implements BackendVm, Reprotector {
       );
     }
     return false;
+  }
+
+  /** EmulatorHooks.overfillRing: PVM's logging of every emulated store, with no soft limit inside the run. */
+  #overfillRing(vcpuId: number, gpa: number, pages: number, value: bigint): void {
+    const vcpu = this.vcpus.get(vcpuId);
+    if (vcpu === undefined) throw new RangeError(`no vCPU ${vcpuId} in this VM`);
+    if (vcpu.ring === null) throw new RangeError(`vCPU ${vcpuId} has no dirty ring`);
+    const first = Math.floor(gpa / PAGE_SIZE);
+    for (let gfn = first; gfn < first + pages; gfn++) {
+      const s = this.findSlot(gfn);
+      if (s === null || s.readonly || !s.logDirty) continue;
+      const rel = gfn - s.baseGfn;
+      const at = (s.memoryOffset + rel * PAGE_SIZE) / 4;
+      s.memory.u32[at] = Number(value & 0xffff_ffffn);
+      s.memory.u32[at + 1] = Number((value >> 32n) & 0xffff_ffffn);
+      s.logged![rel >>> 5] |= 1 << (rel & 31);
+      vcpu.ring.push(s.slot, rel); // past the soft limit and the size alike: ring.ts warns once, overwrites the oldest
+    }
   }
 
   /** EmulatorHooks.guestWrite: each page of [gpa, gpa + length) written once. */
