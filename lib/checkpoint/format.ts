@@ -47,10 +47,14 @@ export enum FrameType {
   Output = 7,
   /** output client -> server: the next output sequence number it expects */
   OutputAck = 8,
+  /** live migration, either way: the handshake (ping, resumed, released; control.ts) */
+  Control = 9,
+  /** live migration: s390 CMMA values of an epoch, applied with its pages at the Commit */
+  StorageAttrs = 10,
 }
 
 const TYPE_NAMES: Record<number, string> = {
-  1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck',
+  1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck', 9: 'Control', 10: 'StorageAttrs',
 };
 
 export function frameTypeName(type: number): string {

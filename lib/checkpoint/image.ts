@@ -4,6 +4,7 @@
 // arrives, then copied in. A damaged, truncated, reordered or foreign stream is rejected
 // with a StreamError and leaves the image at its last good epoch.
 
+import { decodeAttrsFrame, decodeControlFrame, type AttrRun, type ControlRecord } from './control';
 import { BufferPool, FrameDecoder, FrameType, StreamError, frameTypeName, type Frame } from './format';
 import {
   decodeCommit, decodeEpoch, decodeHeader, decodeU64Frame,
@@ -14,6 +15,8 @@ interface Staged {
   epoch: number;
   parts: EpochPart[];
   pages: number;
+  /** s390 CMMA values of the epoch (StorageAttrs frames), copied out of their frames */
+  attrs: AttrRun[];
   /** pooled frame buffers the parts are views of, released once the epoch is applied or dropped */
   buffers: Buffer[];
 }
@@ -37,14 +40,21 @@ export class ReplicaImage {
   readonly #pool = new BufferPool(8);
   readonly #decoder = new FrameDecoder({ pool: this.#pool });
   readonly #memoryFor: ((layout: MachineLayout) => Buffer[]) | undefined;
+  readonly #onControl: ((c: ControlRecord) => void) | undefined;
+  /** s390 CMMA value of each page of slot i, and which pages have one (a StorageAttrs frame set it) */
+  #attrs: Uint8Array[] = [];
+  #attrsKnown: Uint8Array[] = [];
 
   /**
    * @param memoryFor  supplies the image's memory (zero-filled, one buffer per slot of the
    *                   Header's layout) when the Header arrives, e.g. a destination VM's guest
    *                   memory, so that epochs land in it directly; by default new Buffers
+   * @param onControl  receives a live migration's Control frames (which change no state of
+   *                   the image); without it a Control frame is rejected
    */
-  constructor(memoryFor?: (layout: MachineLayout) => Buffer[]) {
+  constructor(memoryFor?: (layout: MachineLayout) => Buffer[], onControl?: (c: ControlRecord) => void) {
     this.#memoryFor = memoryFor;
+    this.#onControl = onControl;
   }
 
   /** The machine (after the Header frame). */
@@ -84,6 +94,15 @@ export class ReplicaImage {
   slot(i: number): { bytes: Buffer; written: Uint8Array } {
     if (!this.#memory[i]) throw new RangeError(`the image has no slot ${i}`);
     return { bytes: this.#memory[i], written: this.#written[i] };
+  }
+
+  /**
+   * Slot i's s390 storage attributes as of the last committed epoch: `values[p]` is page p's
+   * CMMA value where `known[p]` is 1 (a StorageAttrs frame carried it); other pages have none.
+   */
+  storageAttrs(i: number): { values: Uint8Array; known: Uint8Array } {
+    if (!this.#memory[i]) throw new RangeError(`the image has no slot ${i}`);
+    return { values: this.#attrs[i], known: this.#attrsKnown[i] };
   }
 
   /** The writer's End frame arrived. */
@@ -153,6 +172,12 @@ export class ReplicaImage {
   }
 
   #apply(f: Frame): CommitRecord | null {
+    if (f.type === FrameType.Control && this.#onControl) {
+      // The handshake of a migration: outside the epochs, also after End.
+      if (this.#staged) throw new StreamError('EORDER', f.offset, `Control frame inside epoch ${this.#staged.epoch}`);
+      this.#onControl(decodeControlFrame(f));
+      return null;
+    }
     if (this.#finished) throw new StreamError('EORDER', f.offset, `${frameTypeName(f.type)} frame after the End frame`);
     if (f.type !== FrameType.Header && !this.#layout) throw new StreamError('EORDER', f.offset, `${frameTypeName(f.type)} frame before the Header`);
     switch (f.type) {
@@ -165,6 +190,9 @@ export class ReplicaImage {
         return null;
       case FrameType.Commit:
         return this.#commit(f);
+      case FrameType.StorageAttrs:
+        this.#stageAttrs(f);
+        return null;
       case FrameType.End: {
         const last = decodeU64Frame(f, 'End');
         if (this.#staged) throw new StreamError('EORDER', f.offset, `End frame inside epoch ${this.#staged.epoch}`);
@@ -187,6 +215,24 @@ export class ReplicaImage {
     this.#slotGfn = layout.slots.map((s) => s.guestPhysAddr / ps);
     this.#slotPages = layout.slots.map((s) => s.size / ps);
     this.#written = this.#slotPages.map((n) => new Uint8Array(n));
+    this.#attrs = this.#slotPages.map((n) => new Uint8Array(n));
+    this.#attrsKnown = this.#slotPages.map((n) => new Uint8Array(n));
+  }
+
+  /** A StorageAttrs frame belongs to the epoch being staged, after its first part. */
+  #stageAttrs(f: Frame): void {
+    const r = decodeAttrsFrame(f);
+    const s = this.#staged;
+    if (!s || s.epoch !== r.epoch) {
+      throw new StreamError('EORDER', f.offset, `StorageAttrs of epoch ${r.epoch} ${s ? `inside epoch ${s.epoch}` : 'outside an epoch'}`);
+    }
+    for (const run of r.runs) {
+      const k = this.#slotOf(run.startGfn);
+      if (k < 0 || run.startGfn + run.values.length > this.#slotGfn[k] + this.#slotPages[k]) {
+        throw new StreamError('EFRAME', f.offset, `StorageAttrs of epoch ${r.epoch}: pages ${run.startGfn}..${run.startGfn + run.values.length - 1} are not in one memory slot`);
+      }
+      s.attrs.push({ startGfn: run.startGfn, values: Uint8Array.from(run.values) });
+    }
   }
 
   #stage(f: Frame): void {
@@ -211,7 +257,7 @@ export class ReplicaImage {
     for (const gfn of part.gfns) {
       if (this.#slotOf(gfn) < 0) throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch}: page ${gfn} is in no memory slot`);
     }
-    if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, buffers: [] };
+    if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, attrs: [], buffers: [] };
     this.#staged.parts.push(part);
     if (f.pooled) this.#staged.buffers.push(f.pooled);
     this.#staged.pages += part.gfns.length;
@@ -240,6 +286,12 @@ export class ReplicaImage {
         p.contents.copy(this.#memory[k], page * ps, i * ps, (i + 1) * ps);
         this.#written[k][page] = 1;
       }
+    }
+    for (const run of s.attrs) {
+      const k = this.#slotOf(run.startGfn);
+      const first = run.startGfn - this.#slotGfn[k];
+      this.#attrs[k].set(run.values, first);
+      this.#attrsKnown[k].fill(1, first, first + run.values.length);
     }
     if (s.parts[0].vcpus.length) this.#regs = s.parts[0].vcpus;
     if (!this.#committed) this.#outputsFrom = c.outputSeq - outputs.length;

@@ -21,6 +21,7 @@ import type { Vm } from '../vm';
 import { Workload } from '../workload';
 import type { ReplicaImage } from './image';
 import type { MachineLayout, SlotLayout, VcpuRegs } from './records';
+import type { Sregs } from '../backend';
 
 /**
  * How dirty pages are collected:
@@ -56,6 +57,18 @@ export interface Machine {
   mode: DirtyMode;
   /** ring bytes per vCPU ('ring' mode), else 0 */
   ringBytes: number;
+  /**
+   * 'ring' mode with KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (arm64): writes made without a vCPU
+   * (a VMM saving device state into guest memory) go to each slot's bitmap, read last
+   */
+  ringWithBitmap: boolean;
+  /** s390: KVM_S390_VM_MEM_ENABLE_CMMA is on, so the storage attributes migrate with the pages */
+  cmma: boolean;
+  /**
+   * Each vCPU's special registers as the harness set them (or a restore did): the workloads
+   * never change them, so the stream's Header carries these, also while the guest runs
+   */
+  sregs: Sregs[];
   /** the workload loaded on each vCPU (same order as vcpus), null if none */
   workloads: (Workload | null)[];
   close(): void;
@@ -137,6 +150,11 @@ export function sameContents(a: Contents, b: Contents): boolean {
     }
   }
   return true;
+}
+
+/** The kernel has s390 storage-attribute migration (KVM_CAP_S390_CMMA_MIGRATION). */
+export function hasCmmaMigration(kvm: Kvm): boolean {
+  return kvm.checkExtension(Cap.S390CmmaMigration) > 0;
 }
 
 /** The kernel offers a dirty ring (either flavour). */
@@ -224,7 +242,8 @@ export function createMachine(kvm: Kvm, options: MachineOptions): Machine {
   const workloads = Array.isArray(options.workloads) ? options.workloads : new Array<Workload | null>(n).fill(options.workloads ?? null);
   if (workloads.length !== n) throw new RangeError(`${workloads.length} workloads for ${n} vCPUs`);
   if (!Number.isSafeInteger(options.dataPages) || options.dataPages < 1) throw new RangeError(`dataPages must be a positive integer, got ${options.dataPages}`);
-  const slots: SlotLayout[] = [{ slot: HARNESS_SLOT, guestPhysAddr: 0, size: HARNESS_BYTES, logged: false }];
+  // s390 migration mode needs dirty logging on every memslot (VMRST §5): there the harness is logged too (the guest never writes it).
+  const slots: SlotLayout[] = [{ slot: HARNESS_SLOT, guestPhysAddr: 0, size: HARNESS_BYTES, logged: hasCmmaMigration(kvm) }];
   const dataGfn = options.dataGfn ?? dataGfnFor(options.dataPages);
   if (dataGfn < DATA_GFN) throw new RangeError(`dataGfn must be at least ${DATA_GFN} (below is the harness), got ${dataGfn}`);
   for (let done = 0; done < options.dataPages * PAGE_SIZE; done += DATA_SLOT_MAX_BYTES) {
@@ -266,12 +285,20 @@ function buildMachine(
   const vm = kvm.createVm();
   try {
     let ring = 0;
+    let withBitmap = false;
     if (mode === 'ring') {
       ring = ringBytes ?? ringBytesFor(kvm, Math.max(0, ...vcpus.map((v) => writesPerRun(v.workload))));
       vm.enableDirtyRing(ring);
+      // Where the kernel needs it (arm64), the bitmap that backs the ring up: before any slot.
+      if (vm.checkExtension(Cap.DirtyLogRingWithBitmap) > 0) {
+        vm.enableDirtyRingWithBitmap();
+        withBitmap = true;
+      }
     } else if (mode === 'bitmap-clear') {
       vm.enableManualDirtyLogProtect(1);
     }
+    const cmma = hasCmmaMigration(kvm);
+    if (cmma) vm.enableCmma(); // before any vCPU
     const machineSlots: MachineSlot[] = slots.map((s) => {
       const memory = vm.createMemory(s.size);
       vm.setUserMemoryRegion({ slot: s.slot, guestPhysAddr: s.guestPhysAddr, memory, flags: s.logged ? MemFlag.LogDirtyPages : 0 });
@@ -280,7 +307,7 @@ function buildMachine(
     const cpus = vcpus.map((v) => vm.createVcpu(v.id));
     vcpus.forEach((v, i) => v.workload && cpus[i].load(v.workload));
     return {
-      kvm, vm, vcpus: cpus, slots: machineSlots, mode, ringBytes: ring,
+      kvm, vm, vcpus: cpus, slots: machineSlots, mode, ringBytes: ring, ringWithBitmap: withBitmap, cmma, sregs: cpus.map((c) => c.getSregs()),
       workloads: vcpus.map((v) => v.workload),
       close: () => vm.close(),
     };
@@ -296,7 +323,7 @@ export function describeMachine(m: Machine): MachineLayout {
     pageSize: PAGE_SIZE,
     arch: m.kvm.arch,
     slots: m.slots.map((s) => ({ ...s.layout })),
-    vcpus: m.vcpus.map((v, i) => ({ id: v.id, workload: m.workloads[i]?.spec ?? null, sregs: v.getSregs() })),
+    vcpus: m.vcpus.map((v, i) => ({ id: v.id, workload: m.workloads[i]?.spec ?? null, sregs: m.sregs[i] })),
   };
 }
 
@@ -325,6 +352,7 @@ export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 
 export function setRegisters(m: Machine, layout: MachineLayout, regs: readonly VcpuRegs[]): void {
   m.vcpus.forEach((v, i) => {
     v.setSregs(layout.vcpus[i].sregs);
+    m.sregs[i] = layout.vcpus[i].sregs;
     v.setRegs(regs[i].regs);
   });
 }

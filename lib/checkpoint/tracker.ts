@@ -45,6 +45,11 @@ export class PageSet {
     this.count++;
   }
 
+  /** Adds every page of `other` (a set of the same machine). */
+  addAll(other: PageSet): void {
+    for (let i = 0; i < other.count; i++) this.add(other.slotIndex[i], other.pages[i]);
+  }
+
   clear(): void {
     this.count = 0;
     if (++this.#generation === 0xffff_ffff) {
@@ -153,21 +158,45 @@ export class DirtyTracker {
     }
     this.lastRingEntries = entries;
     this.lastOverfilled = overfilled;
-    if (overfilled) {
-      // Then every logged page that may hold data is taken as dirty: a full copy, never an
-      // incomplete epoch. The pages of the lost entries were never re-protected and would take
-      // later writes unlogged: logging off and on again write-protects each slot whole.
-      this.overfills++;
-      for (const s of this.#logged) {
-        const slot = this.#m.slots[s.index];
-        const region = { slot: s.slot, guestPhysAddr: slot.layout.guestPhysAddr, memory: slot.memory };
-        this.#m.vm.setUserMemoryRegion({ ...region, flags: 0 });
-        this.#m.vm.setUserMemoryRegion({ ...region, flags: MemFlag.LogDirtyPages });
-        forEachPageThatMayHoldData(slot, (p) => into.add(s.index, p));
-      }
-    }
+    if (overfilled) this.takeAllLogged(into);
     // Re-arm what was harvested: KVM_RESET_DIRTY_RINGS re-protects the pages and frees the entries.
     if (entries > 0) this.#m.vm.resetDirtyRings();
+  }
+
+  /**
+   * After a ring overfilled (entries lost, nothing says which): every logged page that may
+   * hold data is taken as dirty, a full copy, never an incomplete epoch. The pages of the lost
+   * entries were never re-protected and would take later writes unlogged: logging off and on
+   * again write-protects each slot whole. Counted in `overfills`.
+   */
+  takeAllLogged(into: PageSet): void {
+    this.overfills++;
+    for (const s of this.#logged) {
+      const slot = this.#m.slots[s.index];
+      const region = { slot: s.slot, guestPhysAddr: slot.layout.guestPhysAddr, memory: slot.memory };
+      this.#m.vm.setUserMemoryRegion({ ...region, flags: 0 });
+      this.#m.vm.setUserMemoryRegion({ ...region, flags: MemFlag.LogDirtyPages });
+      forEachPageThatMayHoldData(slot, (p) => into.add(s.index, p));
+    }
+  }
+
+  /** The machine.slots index of a kernel slot number (ring entries carry those), or undefined. */
+  slotIndexOf(slot: number): number | undefined {
+    return this.#slotIndex.get(slot);
+  }
+
+  /**
+   * 'ring' mode with WITH_BITMAP (arm64): the pages written without a vCPU, from each logged
+   * slot's bitmap (KVM_GET_DIRTY_LOG). The kernel's advice (api.rst): read it as the very last
+   * step, after the vCPUs stopped and the VMM saved its device state.
+   */
+  collectBackupBitmap(into: PageSet): void {
+    if (!this.#m.ringWithBitmap) return;
+    for (const s of this.#logged) {
+      this.#m.vm.getDirtyLog(s.slot, s.bitmap);
+      const k = s.index;
+      s.bitmap.forEach((p) => into.add(k, p));
+    }
   }
 
   #collectBitmaps(into: PageSet): void {

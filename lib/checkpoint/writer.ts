@@ -2,6 +2,7 @@
 // buffer (hence one write) per epoch in the common case.
 
 import { randomInt } from 'node:crypto';
+import { encodeAttrsFrame, encodeControlFrame, type AttrRun, type ControlRecord } from './control';
 import { BufferPool, ENVELOPE_BYTES, FRAME_OVERHEAD, FrameType, MAX_PAYLOAD, encodeFrame, sealFrame, writeEnvelope, writeU64 } from './format';
 import {
   COMMIT_BYTES, EPOCH_FIXED, OUTPUT_BYTES, VCPU_REGS_BYTES,
@@ -51,22 +52,30 @@ export class StreamWriter {
     return encodeU64Frame(FrameType.End, this.streamId, this.#seq++, lastEpoch);
   }
 
+  /** A live migration's Control frame (control.ts). */
+  control(c: ControlRecord): Buffer {
+    return encodeControlFrame(this.streamId, this.#seq++, c);
+  }
+
   /**
    * One epoch (its Epoch part(s) and its Commit) in one pooled buffer: registers, the guest's
    * outputs (packed pairs, see records.writeEpochHead), the gfn list, then each page copied
    * straight from guest memory. The Epoch frames' payload checksums are left for seal(), so
    * that a checkpointer can let the guest run on as soon as the pages are copied and checksum
-   * while it runs. Release the buffer to `pool` once written.
+   * while it runs. Release the buffer to `pool` once written. `attrs`: s390 storage attributes
+   * of the epoch, in a StorageAttrs frame before the Commit (a live migration's).
    */
   epoch(
     epoch: number, vcpus: readonly VcpuRegs[], outputs: ArrayLike<number>, outputCount: number,
-    src: PageSource, slots: readonly SlotSource[], outputSeq: number, clientAcked: number,
+    src: PageSource, slots: readonly SlotSource[], outputSeq: number, clientAcked: number, attrs?: AttrRun[],
   ): Buffer {
     const ps = this.pageSize;
     const total = src.count;
     const parts = Math.max(1, Math.ceil(total / PART_PAGES));
     let size = parts * FRAME_OVERHEAD + FRAME_OVERHEAD + COMMIT_BYTES;
     size += epochPayloadBytes(vcpus.length, outputCount, total, ps) + (parts - 1) * EPOCH_FIXED;
+    const attrsFrame = attrs ? encodeAttrsFrame(this.streamId, this.#seq + parts, { epoch, runs: attrs }) : null;
+    if (attrsFrame) size += attrsFrame.length;
     const buf = this.pool.get(size);
     let at = 0;
     for (let part = 0; part < parts; part++) {
@@ -85,6 +94,11 @@ export class StreamWriter {
         slots[slotIndex[i]].bytes.copy(buf, p, off, off + ps);
       }
       at += FRAME_OVERHEAD + length;
+    }
+    if (attrsFrame) {
+      attrsFrame.copy(buf, at);
+      at += attrsFrame.length;
+      this.#seq++;
     }
     at += writeCommitFrame(buf, at, this.streamId, this.#seq++, { epoch, parts, pages: total, outputSeq, clientAcked });
     if (at !== size) throw new Error(`epoch frame size ${at} != ${size}`);

@@ -69,6 +69,11 @@ export function buildGuest(kvm: Kvm, f: GuestFlags): Machine {
   return createMachine(kvm, { dataPages: data, mode: f.mode, workloads: workloadOf(f.workload, f.pages, data, dataGfnFor(data)) });
 }
 
+/** x to 3 decimals (ms in reports). */
+export function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
 /** p50 and p99 of the last values pushed (a fixed window, no allocation per value). */
 export class Window {
   readonly #v: Float64Array;

@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { checkpointCommand } from './checkpoint';
 import { positiveInt, positiveNumber, hostPort } from './common';
 import { failoverCommand } from './failover';
+import { incomingCommand } from './incoming';
 import { migrateCommand } from './migrate';
 import { replicaCommand } from './replica';
 import { restoreCommand } from './restore';
@@ -44,12 +45,29 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .action(restoreCommand);
 
   guestOptions(backendOptions(program.command('migrate')))
-    .description('pre-copy live migration of a running workload to a second VM (same process)')
-    .option('--rounds <N>', 'at most N pre-copy rounds', positiveInt('--rounds'), 8)
-    .option('--threshold <pages>', 'stop-and-copy once a round dirtied fewer pages', positiveInt('--threshold'), 256)
-    .option('--round-ms <ms>', 'guest run time between rounds', positiveNumber('--round-ms'), 20)
+    .description('pre-copy live migration of a running workload: to `kvm-dirty incoming` in another process (--to), or to a second VM in this one')
+    .option('--to <host:port>', 'migrate to the destination listening there (`kvm-dirty incoming --listen`)', hostPort)
+    .option('--downtime-limit <ms>', '--to: stop-and-copy once the pages left fit in this many ms at the measured bandwidth', positiveNumber('--downtime-limit'), 300)
+    .option('--max-bandwidth <MBps>', '--to: cap the send rate (MB/s)', positiveNumber('--max-bandwidth'))
+    .addOption(new Option('--throttle <mode>', '--to: slow a guest that dirties faster than the link').choices(['auto-converge', 'none']).default('auto-converge'))
+    .option('--max-rounds <N>', '--to: stop-and-copy after at most N pre-copy rounds', positiveInt('--max-rounds'), 30)
+    .option('--run-ms <ms>', '--to: run the guest this long before migrating (and after a failed migration)', positiveNumber('--run-ms'), 200)
+    .option('--output-client <host:port>', '--to: send the guest\'s outputs (counter workload) to this client', hostPort)
+    .option('--rounds <N>', 'in-process: at most N pre-copy rounds', positiveInt('--rounds'), 8)
+    .option('--threshold <pages>', 'in-process: stop-and-copy once a round dirtied fewer pages', positiveInt('--threshold'), 256)
+    .option('--round-ms <ms>', 'in-process: guest run time between rounds', positiveNumber('--round-ms'), 20)
     .option('--json', 'machine-readable output')
     .action(migrateCommand);
+
+  backendOptions(program.command('incoming'))
+    .description('wait for one live migration (`kvm-dirty migrate --to`), resume the guest here, run it, check it went on')
+    .requiredOption('--listen <port>', 'TCP port to listen on (0: any; the port is printed on stderr)', (v) => Number(v))
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--run-ms <ms>', 'run the guest this long after it resumed, then check it and exit', positiveNumber('--run-ms'), 1000)
+    .addOption(new Option('--mode <mode>', 'dirty tracking of the new VM').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
+    .option('--output-client <host:port>', 'send the guest\'s outputs to this client once the guest is ours', hostPort)
+    .option('--json', 'machine-readable output')
+    .action(incomingCommand);
 
   program.command('failover-test')
     .description('kill a Remus primary process with SIGKILL again and again; check the client sees no gap and no duplicate')

@@ -1,18 +1,34 @@
-// kvm-dirty migrate: pre-copy live migration of a running workload to a second VM in the
-// same process; prints the rounds, pages per round and the downtime, and checks the result.
+// kvm-dirty migrate: pre-copy live migration of a running workload. With --to HOST:PORT, to
+// another process (`kvm-dirty incoming`), on this host or another, with a progress bar and
+// query-migrate-like figures; without it, to a second VM in this process (then both stop in
+// the same state and are compared).
 
+import { SingleBar } from 'cli-progress';
 import { migrate } from '../checkpoint/migrate';
-import { sameContents } from '../checkpoint/machine';
-import { buildGuest, open, type GuestFlags } from './common';
+import { migrateTo, type MigrationStats, type ThrottleMode } from '../checkpoint/migration';
+import { sameContents, type Machine } from '../checkpoint/machine';
+import { OutputTap } from '../checkpoint/migration-link';
+import { OutputChannel } from '../checkpoint/output';
+import { checkWorkload } from '../checkpoint/verify';
+import { GuestRunner } from '../dirtyrate/runner';
+import { buildGuest, open, round3, type GuestFlags } from './common';
 
 interface Flags extends GuestFlags {
   rounds: number;
   threshold: number;
   roundMs: number;
+  to?: { host: string; port: number };
+  downtimeLimit: number;
+  maxBandwidth?: number;
+  throttle: ThrottleMode;
+  maxRounds: number;
+  runMs: number;
+  outputClient?: { host: string; port: number };
   json?: boolean;
 }
 
 export async function migrateCommand(f: Flags): Promise<void> {
+  if (f.to) return migrateToCommand(f);
   const kvm = open(f);
   try {
     const src = buildGuest(kvm, f);
@@ -45,6 +61,86 @@ export async function migrateCommand(f: Flags): Promise<void> {
   }
 }
 
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000;
+async function migrateToCommand(f: Flags): Promise<void> {
+  const kvm = open(f);
+  try {
+    const machine = buildGuest(kvm, f);
+    const client = f.outputClient ? await OutputChannel.connect(f.outputClient.port, f.outputClient.host) : null;
+    // The guest's outputs (the counter's), numbered from what the client expects, sent as they come.
+    const outputs = new OutputTap([0x11], client?.next ?? 0, { released: true, channel: client?.channel });
+    // The guest runs a while before it moves (--run-ms), as a guest would that has been up; the migration takes its running runner.
+    const runner = new GuestRunner(machine, [outputs]);
+    runner.start();
+    await new Promise((r) => setTimeout(r, f.runMs));
+    const abort = new AbortController();
+    const onSigint = () => abort.abort();
+    process.once('SIGINT', onSigint);
+    const bar = new SingleBar({
+      stream: process.stderr,
+      format: 'round {round} | sent {sent} MiB | remaining {remaining} pages | dirty {dirty} pages/s | {bw} MB/s | expected downtime {expected} ms | throttle {throttle}%',
+      hideCursor: false,
+      fps: 10,
+    });
+    if (!f.json && process.stderr.isTTY) bar.start(1, 0, { round: 0, sent: 0, remaining: '-', dirty: '-', bw: '-', expected: '-', throttle: 0 });
+    let stats: MigrationStats;
+    try {
+      stats = await migrateTo(machine, f.to!, {
+        downtimeLimitMs: f.downtimeLimit, maxBandwidthMBps: f.maxBandwidth, throttle: f.throttle, maxRounds: f.maxRounds,
+        runner, outputs, signal: abort.signal,
+        onProgress: (p) => bar.update(0, {
+          round: p.round, sent: (p.transferredBytes / 2 ** 20).toFixed(1), remaining: p.remainingPages, dirty: Math.round(p.dirtyPagesPerSec),
+          bw: p.bandwidthMBps.toFixed(0), expected: p.expectedDowntimeMs.toFixed(1), throttle: p.throttlePercent,
+        }),
+      });
+    } finally {
+      process.off('SIGINT', onSigint);
+      bar.stop();
+    }
+    let resumedHere: ReturnType<typeof checkWorkload> | null = null;
+    if (stats.status !== 'completed') resumedHere = await resumeHere(machine, runner, f.runMs);
+    const report = { ...summary(stats), workload: f.workload, pages: f.pages, guestMib: f.guestMib, ...(resumedHere ? { resumedOnSource: resumedHere } : {}) };
+    if (f.json) console.log(JSON.stringify(report, null, 2));
+    else printStats(stats, resumedHere);
+    await client?.channel.close();
+    if (stats.status === 'failed') process.exitCode = 1;
+    if (stats.status === 'cancelled') process.exitCode = 130;
+  } finally {
+    kvm.close();
+  }
+}
+
+/**
+ * A migration that did not complete leaves the guest here: it runs on (its runner again, if
+ * stop-and-copy had stopped it) and is checked against where it stood.
+ */
+async function resumeHere(machine: Machine, runner: GuestRunner, ms: number): Promise<ReturnType<typeof checkWorkload>> {
+  if (runner.running) await runner.stop();
+  const from = machine.vcpus.map((v, i) => Number(machine.workloads[i]?.spec.kind === 'counter' ? v.getRegs().rax : v.getRegs().rbx));
+  runner.start();
+  await new Promise((r) => setTimeout(r, ms));
+  await runner.stop();
+  const check = checkWorkload(machine, from);
+  machine.close();
+  return check;
+}
+
+function summary(s: MigrationStats): Record<string, unknown> {
+  return {
+    ...s,
+    totalTimeMs: round3(s.totalTimeMs), downtimeMs: s.downtimeMs === null ? null : round3(s.downtimeMs), setupTimeMs: round3(s.setupTimeMs),
+    expectedDowntimeMs: round3(s.expectedDowntimeMs), rttMs: round3(s.rttMs),
+    rounds: s.rounds.map((r) => ({ ...r, ms: round3(r.ms), bandwidthMBps: round3(r.bandwidthMBps), expectedDowntimeMs: round3(r.expectedDowntimeMs) })),
+  };
+}
+
+function printStats(s: MigrationStats, resumed: ReturnType<typeof checkWorkload> | null): void {
+  console.log(`live migration to ${s.target}: ${s.status}${s.error ? ` (${s.error})` : ''}`);
+  console.log(`  ${s.backend} ${s.arch}, ${s.mode}, ${s.vcpus} vCPU(s); setup ${s.setupTimeMs.toFixed(1)} ms, round trip ${s.rttMs.toFixed(3)} ms`);
+  for (const r of s.rounds) {
+    console.log(`  round ${String(r.round).padStart(3)}  ${String(r.pages).padStart(8)} pages  ${(r.bytes / 2 ** 20).toFixed(2).padStart(8)} MiB  ${r.ms.toFixed(2).padStart(8)} ms  ${r.bandwidthMBps.toFixed(0).padStart(6)} MB/s  dirty ${String(r.dirtyPagesPerSec).padStart(8)} pages/s  throttle ${r.throttlePercent}%${r.overfilled ? '  (ring overfilled: full copy)' : ''}`);
+  }
+  if (s.status === 'completed') {
+    console.log(`  converged: ${s.converged}; downtime ${s.downtimeMs!.toFixed(3)} ms (limit ${s.downtimeLimitMs}, expected ${s.expectedDowntimeMs.toFixed(2)}); total ${s.totalTimeMs.toFixed(1)} ms; ${(s.transferredBytes / 2 ** 20).toFixed(2)} MiB sent; throttle up to ${s.maxThrottlePercent}%`);
+  }
+  if (resumed) console.log(`  the guest runs on here: ${resumed.ok ? `it went on (${resumed.reached.join(', ')})` : `PROBLEMS: ${resumed.problems.join('; ')}`}`);
 }

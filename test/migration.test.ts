@@ -1,0 +1,33 @@
+// Live migration between two processes over loopback TCP (lib/checkpoint/migration.ts and
+// incoming.ts), on each backend and on the emulated PML host: the destination's machine,
+// complete and before it resumes, equals the source's stopped one (every non-zero page,
+// every register), and its guest then runs on.
+import { describeEachBackend } from './helpers/backends';
+import { killPeers, startPair, type PeerState } from './helpers/migration';
+
+const stride = (firstPage: number, pages: number, stridePages = 1) => ({ kind: 'stride', firstPage, pages, stridePages });
+const random = (firstPage: number, spanPages: number, pagesPerEpoch: number, seed: number) => ({ kind: 'random', firstPage, spanPages, pagesPerEpoch, seed });
+
+describeEachBackend('live migration between processes', (b) => {
+  const common = { backend: b.name, pml: b.pml ?? false };
+  afterEach(() => killPeers());
+
+  test.each([
+    ['1 vCPU, stride', [stride(512, 64, 30)]],
+    ['2 vCPUs, random and stride', [random(512, 2000, 100, 9), stride(3000, 32, 4)]],
+    ['4 vCPUs', [stride(512, 16), stride(1000, 16, 2), random(1500, 500, 40, 3), stride(2500, 8, 8)]],
+  ])('%s: the destination equals the stopped source, then runs on', async (_name, workloads) => {
+    const { src, dst } = await startPair({ ...common, dataPages: 4096, workloads, runMs: 100 });
+    const [stopped, complete, stats, ran] = await Promise.all([
+      src.wait<{ state: PeerState }>('stopped'), dst.wait<{ state: PeerState }>('complete'),
+      src.wait<{ stats: { status: string; rounds: unknown[]; downtimeMs: number } }>('stats'), dst.wait<{ check: { ok: boolean; problems: string[] } }>('ran-on'),
+    ]);
+    expect(stats.stats.status).toBe('completed');
+    expect(complete.state).toEqual(stopped.state);
+    expect(stopped.state.regs).toHaveLength(workloads.length);
+    expect(ran.check).toMatchObject({ ok: true, problems: [] });
+    expect(stats.stats.downtimeMs).toBeGreaterThan(0);
+    await Promise.all([src.exited, dst.exited]);
+    expect([src.exit, dst.exit]).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }]);
+  });
+}, { pml: true });
