@@ -178,6 +178,25 @@ Napi::Function Vcpu::Define(Napi::Env env) {
                          InstanceMethod<&Vcpu::GetSregs>("getSregs"),
                          InstanceMethod<&Vcpu::SetSregs>("setSregs"),
                          InstanceMethod<&Vcpu::HarvestRing>("harvestRing"),
+                         InstanceAccessor<&Vcpu::GetXsaveSize>("xsaveSize"),
+                         InstanceMethod<&Vcpu::GetFpu>("getFpu"),
+                         InstanceMethod<&Vcpu::SetFpu>("setFpu"),
+                         InstanceMethod<&Vcpu::GetXsave>("getXsave"),
+                         InstanceMethod<&Vcpu::SetXsave>("setXsave"),
+                         InstanceMethod<&Vcpu::GetXcrs>("getXcrs"),
+                         InstanceMethod<&Vcpu::SetXcrs>("setXcrs"),
+                         InstanceMethod<&Vcpu::GetMsrs>("getMsrs"),
+                         InstanceMethod<&Vcpu::SetMsrs>("setMsrs"),
+                         InstanceMethod<&Vcpu::GetLapic>("getLapic"),
+                         InstanceMethod<&Vcpu::SetLapic>("setLapic"),
+                         InstanceMethod<&Vcpu::GetVcpuEvents>("getVcpuEvents"),
+                         InstanceMethod<&Vcpu::SetVcpuEvents>("setVcpuEvents"),
+                         InstanceMethod<&Vcpu::GetDebugregs>("getDebugregs"),
+                         InstanceMethod<&Vcpu::SetDebugregs>("setDebugregs"),
+                         InstanceMethod<&Vcpu::GetMpState>("getMpState"),
+                         InstanceMethod<&Vcpu::SetMpState>("setMpState"),
+                         InstanceMethod<&Vcpu::GetCpuid2>("getCpuid2"),
+                         InstanceMethod<&Vcpu::SetCpuid2>("setCpuid2"),
                          InstanceMethod<&Vcpu::Close>("close"),
                      });
 }
@@ -189,6 +208,8 @@ Vcpu::Vcpu(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vcpu>(info), data_
   run_ = std::move(init->run);
   ring_ = std::move(init->ring);
   vm_ = std::move(init->vm);
+  xsaveSize_ = init->xsaveSize;
+  useXsave2_ = init->useXsave2;
   kvmRun_ = static_cast<kvm_run*>(run_->addr());
   Napi::Float64Array state = Napi::Float64Array::New(info.Env(), kExitFields);
   exitStateData_ = state.Data();

@@ -82,6 +82,14 @@ class NativeSystemBackend implements BackendSystem {
     return new NativeVmBackend(this.system.createVm(type), this.decodeExit);
   }
 
+  getSupportedCpuid(): Uint8Array {
+    return this.system.getSupportedCpuid();
+  }
+
+  getMsrIndexList(): Uint32Array {
+    return this.system.getMsrIndexList();
+  }
+
   close(): void {
     this.system.close();
   }
@@ -158,6 +166,50 @@ class NativeVmBackend implements BackendVm {
 
   setCmmaBits(args: { startGfn: number; count: number; flags: number; mask: bigint }, values: Uint8Array): void {
     this.vm.setCmmaBits(args.startGfn, args.count, args.flags, args.mask, values);
+  }
+
+  createIrqchip(): void {
+    this.vm.createIrqchip();
+  }
+
+  createPit2(flags: number): void {
+    this.vm.createPit2(flags);
+  }
+
+  setTssAddr(addr: number): void {
+    this.vm.setTssAddr(addr);
+  }
+
+  setIdentityMapAddr(addr: number): void {
+    this.vm.setIdentityMapAddr(addr);
+  }
+
+  irqLine(irq: number, level: number): void {
+    this.vm.irqLine(irq, level);
+  }
+
+  getIrqchip(chip: Uint8Array): void {
+    this.vm.getIrqchip(chip);
+  }
+
+  setIrqchip(chip: Uint8Array): void {
+    this.vm.setIrqchip(chip);
+  }
+
+  getPit2(pit: Uint8Array): void {
+    this.vm.getPit2(pit);
+  }
+
+  setPit2(pit: Uint8Array): void {
+    this.vm.setPit2(pit);
+  }
+
+  getClock(clock: Uint8Array): void {
+    this.vm.getClock(clock);
+  }
+
+  setClock(clock: Uint8Array): void {
+    this.vm.setClock(clock);
   }
 
   close(): void {
@@ -243,6 +295,82 @@ class NativeVcpuBackend implements BackendVcpu {
 
   setSregs(sregs: Sregs): void {
     this.vcpu.setSregs(sregs);
+  }
+
+  get xsaveSize(): number {
+    return this.vcpu.xsaveSize;
+  }
+
+  getFpu(fpu: Uint8Array): void {
+    this.vcpu.getFpu(fpu);
+  }
+
+  setFpu(fpu: Uint8Array): void {
+    this.vcpu.setFpu(fpu);
+  }
+
+  getXsave(xsave: Uint8Array): void {
+    this.vcpu.getXsave(xsave);
+  }
+
+  setXsave(xsave: Uint8Array): void {
+    this.vcpu.setXsave(xsave);
+  }
+
+  getXcrs(xcrs: Uint8Array): void {
+    this.vcpu.getXcrs(xcrs);
+  }
+
+  setXcrs(xcrs: Uint8Array): void {
+    this.vcpu.setXcrs(xcrs);
+  }
+
+  getMsrs(msrs: Uint8Array): number {
+    return this.vcpu.getMsrs(msrs);
+  }
+
+  setMsrs(msrs: Uint8Array): number {
+    return this.vcpu.setMsrs(msrs);
+  }
+
+  getLapic(lapic: Uint8Array): void {
+    this.vcpu.getLapic(lapic);
+  }
+
+  setLapic(lapic: Uint8Array): void {
+    this.vcpu.setLapic(lapic);
+  }
+
+  getVcpuEvents(events: Uint8Array): void {
+    this.vcpu.getVcpuEvents(events);
+  }
+
+  setVcpuEvents(events: Uint8Array): void {
+    this.vcpu.setVcpuEvents(events);
+  }
+
+  getDebugregs(regs: Uint8Array): void {
+    this.vcpu.getDebugregs(regs);
+  }
+
+  setDebugregs(regs: Uint8Array): void {
+    this.vcpu.setDebugregs(regs);
+  }
+
+  getMpState(): number {
+    return this.vcpu.getMpState();
+  }
+
+  setMpState(state: number): void {
+    this.vcpu.setMpState(state);
+  }
+
+  getCpuid2(cpuid: Uint8Array): number {
+    return this.vcpu.getCpuid2(cpuid);
+  }
+
+  setCpuid2(cpuid: Uint8Array): void {
+    this.vcpu.setCpuid2(cpuid);
   }
 
   /**
