@@ -472,7 +472,7 @@ export class Vcpu {
     const has = (k: VcpuStatePiece): boolean => s[k] !== undefined;
     const cpuid = has('cpuid') ? encodeCpuid(s.cpuid as CpuidEntry[]) : null;
     const xsave = has('xsave') ? encodeXsave(s.xsave as Xsave, this._handle.xsaveSize) : null;
-    const fpu = has('fpu') && xsave === null ? encodeFpu(s.fpu as Fpu) : null;
+    const fpu = has('fpu') ? encodeFpu(s.fpu as Fpu) : null; // checked even where xsave supersedes it
     const xcrs = has('xcrs') ? encodeXcrs(s.xcrs as Xcrs) : null;
     const msrList = has('msrs') ? (s.msrs as MsrEntry[]) : null;
     const msrs = msrList !== null ? encodeMsrs(msrList) : null;
@@ -489,18 +489,33 @@ export class Vcpu {
     h.setSregs(sregs);
     h.setRegs(full);
     if (xsave !== null) h.setXsave(xsave);
-    if (fpu !== null) h.setFpu(fpu);
+    if (fpu !== null && xsave === null) h.setFpu(fpu);
     if (xcrs !== null) h.setXcrs(xcrs);
-    if (msrs !== null) {
-      const n = h.setMsrs(msrs);
-      if (n !== msrList!.length) {
-        throw new KvmError(Errno.EINVAL, 'KVM_SET_MSRS', `the kernel refused MSR 0x${msrList![n].index.toString(16)} (entry ${n} of ${msrList!.length})`);
-      }
-    }
+    if (msrs !== null) this.#restoreMsrs(msrList!, msrs);
     if (events !== null) h.setVcpuEvents(events);
     if (lapic !== null) h.setLapic(lapic);
     if (debugregs !== null) h.setDebugregs(debugregs);
     if (mpState !== null) h.setMpState(mpState);
+  }
+
+  /**
+   * KVM_SET_MSRS of `list` (encoded as `bytes`). The kernel stops at an MSR it refuses: some
+   * it reads but never takes from the host in some configurations (MSR_KVM_ASYNC_PF_INT
+   * without an in-kernel LAPIC). A refused MSR that already holds the value is skipped and the
+   * rest written; one that differs is a KvmError EINVAL naming it.
+   */
+  #restoreMsrs(list: MsrEntry[], bytes: Uint8Array): void {
+    let rest = list;
+    let n = this._handle.setMsrs(bytes);
+    while (n < rest.length) {
+      const refused = rest[n];
+      const now = this.getMsrs([refused.index]);
+      if (now.length !== 1 || now[0].data !== refused.data) {
+        throw new KvmError(Errno.EINVAL, 'KVM_SET_MSRS', `the kernel refused MSR 0x${refused.index.toString(16)} = 0x${refused.data.toString(16)}`);
+      }
+      rest = rest.slice(n + 1);
+      n = rest.length === 0 ? 0 : this._handle.setMsrs(encodeMsrs(rest));
+    }
   }
 
   /** Which pieces this host offers, asked once (and again after setCpuid2()). */

@@ -117,6 +117,8 @@ export interface NativeLayout {
   kickSignal: number;
   /** indexes of an exit's fields in NativeVcpu.exitState (native/vcpu.h ExitField) */
   exitFields: NativeExitFields;
+  /** x86: sizes and offsets of the state structs as compiled (lib/kvm-structs.ts uses the same) */
+  stateStructs?: Record<string, number>;
 }
 
 export interface NativeExitFields {
