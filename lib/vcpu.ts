@@ -133,6 +133,8 @@ export class Vcpu {
   readonly #host: VcpuHost;
   /** KVM_GET_XSAVE2 where KVM_CAP_XSAVE2 is offered (the native backend asks it that way) */
   readonly #xsaveGet: string;
+  /** runAsync() promises not settled yet */
+  #inFlight = 0;
   /** What getState() collects, found on first use (the MSR filter asks the kernel). */
   #plan: { skipped: Partial<Record<VcpuStatePiece, string>>; msrIndices: Uint32Array } | undefined;
 
@@ -182,7 +184,13 @@ export class Vcpu {
   /** KVM_RUN on the vCPU's own thread; the event loop keeps running meanwhile. */
   async runAsync(): Promise<Exit> {
     this.#live('KVM_RUN');
-    return this._handle.runAsync();
+    const run = this._handle.runAsync();
+    this.#inFlight++;
+    try {
+      return await run;
+    } finally {
+      this.#inFlight--;
+    }
   }
 
   /** Makes a running vCPU return promptly with ExitReason.Intr (or the next run, if none is running). */
@@ -226,6 +234,8 @@ export class Vcpu {
    */
   completeIo(): void {
     this.#live('KVM_RUN');
+    // the kick below must not reach a guest that runAsync() is running
+    if (this.#inFlight > 0) fail('EBUSY', 'KVM_RUN', 'runAsync() is in flight');
     this._handle.kick();
     const exit = this._handle.run();
     // immediate_exit makes KVM_RUN return EINTR once the pending operation is done
