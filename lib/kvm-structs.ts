@@ -8,7 +8,7 @@
 // are numbers. Every encoder checks its input like the rest of the public API: TypeError for a
 // wrong type, RangeError for a value out of the field's range, each naming the field.
 
-import type { DTable, Regs, Segment, Sregs } from './backend';
+import type { DTable, Regs, Sregs } from './backend';
 import { checkObject, checkU64, checkUint, describe } from './validate';
 
 // ---- sizes ----------------------------------------------------------------------------------
@@ -225,6 +225,28 @@ function checkArray(name: string, value: unknown, min: number, max: number): unk
 const U8 = 0xff;
 const U16 = 0xffff;
 const U32 = 0xffff_ffff;
+const U64_MAX = (1n << 64n) - 1n;
+
+// The checks run on every encode (a checkpoint's setState() encodes ~10 structs), so the
+// common case is tested inline and the checker, with its message and the field's name built
+// from `name`, runs only for a value that fails.
+type Name = string | (() => string);
+const nameOf = (name: Name): string => (typeof name === 'string' ? name : name());
+
+function uint(name: Name, value: unknown, max: number): number {
+  if (typeof value === 'number' && value >= 0 && value <= max && Number.isInteger(value)) return value;
+  return checkUint(nameOf(name), value, max);
+}
+
+function u64(name: Name, value: unknown): bigint {
+  if (typeof value === 'bigint' && value >= 0n && value <= U64_MAX) return value;
+  return checkU64(nameOf(name), value);
+}
+
+function obj(name: Name, value: unknown): Record<string, unknown> {
+  if (typeof value === 'object' && value !== null) return value as Record<string, unknown>;
+  return checkObject(nameOf(name), value);
+}
 
 /** A struct's small fields: [name, byte offset, width in bytes]. */
 type Fields = ReadonlyArray<readonly [string, number, 1 | 2 | 4]>;
@@ -237,9 +259,9 @@ function readFields(v: DataView, base: number, fields: Fields): Record<string, n
   return out;
 }
 
-function writeFields(v: DataView, base: number, fields: Fields, o: Record<string, unknown>, path: string): void {
+function writeFields(v: DataView, base: number, fields: Fields, o: Record<string, unknown>, path: Name): void {
   for (const [name, at, width] of fields) {
-    const x = checkUint(`${path}.${name}`, o[name], width === 1 ? U8 : width === 2 ? U16 : U32);
+    const x = uint(() => `${nameOf(path)}.${name}`, o[name], width === 1 ? U8 : width === 2 ? U16 : U32);
     if (width === 1) v.setUint8(base + at, x);
     else if (width === 2) v.setUint16(base + at, x, true);
     else v.setUint32(base + at, x, true);
@@ -253,7 +275,7 @@ const REG_ORDER = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8',
 export function encodeRegs(regs: Regs, out = new Uint8Array(REGS_SIZE)): Uint8Array {
   const o = checkObject('regs', regs);
   const v = view(out);
-  REG_ORDER.forEach((name, i) => v.setBigUint64(i * 8, checkU64(`regs.${name}`, o[name]), true));
+  REG_ORDER.forEach((name, i) => v.setBigUint64(i * 8, u64(() => `regs.${name}`, o[name]), true));
   return out;
 }
 
@@ -279,18 +301,18 @@ export function encodeSregs(sregs: Sregs, out = new Uint8Array(SREGS_SIZE)): Uin
   const o = checkObject('sregs', sregs);
   const v = view(out);
   SEGMENT_ORDER.forEach((name, i) => {
-    const seg = checkObject(`sregs.${name}`, o[name]);
-    v.setBigUint64(i * 24, checkU64(`sregs.${name}.base`, seg.base), true);
-    writeFields(v, i * 24, SEGMENT_FIELDS, seg, `sregs.${name}`);
+    const seg = obj(() => `sregs.${name}`, o[name]);
+    v.setBigUint64(i * 24, u64(() => `sregs.${name}.base`, seg.base), true);
+    writeFields(v, i * 24, SEGMENT_FIELDS, seg, () => `sregs.${name}`);
   });
   for (const [name, at] of [['gdt', SREGS_GDT], ['idt', SREGS_IDT]] as const) {
-    const t = checkObject(`sregs.${name}`, o[name]);
-    v.setBigUint64(at, checkU64(`sregs.${name}.base`, t.base), true);
-    v.setUint16(at + 8, checkUint(`sregs.${name}.limit`, t.limit, U16), true);
+    const t = obj(() => `sregs.${name}`, o[name]);
+    v.setBigUint64(at, u64(() => `sregs.${name}.base`, t.base), true);
+    v.setUint16(at + 8, uint(() => `sregs.${name}.limit`, t.limit, U16), true);
   }
-  SREGS_CRS.forEach((name, i) => v.setBigUint64(SREGS_CR0 + i * 8, checkU64(`sregs.${name}`, o[name]), true));
+  SREGS_CRS.forEach((name, i) => v.setBigUint64(SREGS_CR0 + i * 8, u64(() => `sregs.${name}`, o[name]), true));
   const bitmap = checkArray('sregs.interruptBitmap', o.interruptBitmap, 4, 4);
-  bitmap.forEach((w, i) => v.setBigUint64(SREGS_BITMAP + i * 8, checkU64(`sregs.interruptBitmap[${i}]`, w), true));
+  bitmap.forEach((w, i) => v.setBigUint64(SREGS_BITMAP + i * 8, u64(() => `sregs.interruptBitmap[${i}]`, w), true));
   return out;
 }
 
@@ -298,7 +320,12 @@ export function decodeSregs(bytes: Uint8Array): Sregs {
   const v = view(checkBytes('struct kvm_sregs', bytes, SREGS_SIZE));
   const out = {} as Sregs;
   SEGMENT_ORDER.forEach((name, i) => {
-    out[name] = { base: v.getBigUint64(i * 24, true), ...readFields(v, i * 24, SEGMENT_FIELDS) } as unknown as Segment;
+    const at = i * 24;
+    out[name] = {
+      base: v.getBigUint64(at, true), limit: v.getUint32(at + 8, true), selector: v.getUint16(at + 12, true), type: v.getUint8(at + 14),
+      present: v.getUint8(at + 15), dpl: v.getUint8(at + 16), db: v.getUint8(at + 17), s: v.getUint8(at + 18), l: v.getUint8(at + 19),
+      g: v.getUint8(at + 20), avl: v.getUint8(at + 21), unusable: v.getUint8(at + 22),
+    };
   });
   const dtable = (at: number): DTable => ({ base: v.getBigUint64(at, true), limit: v.getUint16(at + 8, true) });
   out.gdt = dtable(SREGS_GDT);
@@ -352,9 +379,9 @@ export function encodeXcrs(xcrs: Xcrs, out = new Uint8Array(XCRS_SIZE)): Uint8Ar
   v.setUint32(0, list.length, true);
   v.setUint32(4, checkUint('xcrs.flags', o.flags, U32), true);
   list.forEach((x, i) => {
-    const e = checkObject(`xcrs.xcrs[${i}]`, x);
-    v.setUint32(8 + i * 16, checkUint(`xcrs.xcrs[${i}].xcr`, e.xcr, U32), true);
-    v.setBigUint64(8 + i * 16 + 8, checkU64(`xcrs.xcrs[${i}].value`, e.value), true);
+    const e = obj(() => `xcrs.xcrs[${i}]`, x);
+    v.setUint32(8 + i * 16, uint(() => `xcrs.xcrs[${i}].xcr`, e.xcr, U32), true);
+    v.setBigUint64(8 + i * 16 + 8, u64(() => `xcrs.xcrs[${i}].value`, e.value), true);
   });
   return out;
 }
@@ -384,10 +411,10 @@ export function encodeMsrs(entries: MsrEntry[]): Uint8Array {
   const v = view(out);
   v.setUint32(0, list.length, true);
   list.forEach((x, i) => {
-    const e = checkObject(`msrs[${i}]`, x);
+    const e = obj(() => `msrs[${i}]`, x);
     const at = COUNTED_HEADER_SIZE + i * MSR_ENTRY_SIZE;
-    v.setUint32(at, checkUint(`msrs[${i}].index`, e.index, U32), true);
-    v.setBigUint64(at + 8, checkU64(`msrs[${i}].data`, e.data), true);
+    v.setUint32(at, uint(() => `msrs[${i}].index`, e.index, U32), true);
+    v.setBigUint64(at + 8, u64(() => `msrs[${i}].data`, e.data), true);
   });
   return out;
 }
@@ -427,7 +454,7 @@ const EVENT_FIELDS: Fields = [['sipiVector', 16, 4], ['flags', 20, 4], ['excepti
 export function encodeVcpuEvents(events: VcpuEvents, out = new Uint8Array(VCPU_EVENTS_SIZE)): Uint8Array {
   const o = checkObject('vcpuEvents', events);
   const v = view(out);
-  for (const [part, fields] of EVENT_PARTS) writeFields(v, 0, fields, checkObject(`vcpuEvents.${part}`, o[part]), `vcpuEvents.${part}`);
+  for (const [part, fields] of EVENT_PARTS) writeFields(v, 0, fields, obj(() => `vcpuEvents.${part}`, o[part]), () => `vcpuEvents.${part}`);
   writeFields(v, 0, EVENT_FIELDS, o, 'vcpuEvents');
   v.setBigUint64(56, checkU64('vcpuEvents.exceptionPayload', o.exceptionPayload), true);
   return out;
@@ -478,7 +505,7 @@ export function encodeCpuid(entries: CpuidEntry[]): Uint8Array {
   const list = checkArray('cpuid', entries, 0, MAX_CPUID_ENTRIES);
   const out = cpuidRoom(list.length);
   const v = view(out);
-  list.forEach((x, i) => writeFields(v, COUNTED_HEADER_SIZE + i * CPUID_ENTRY_SIZE, CPUID_FIELDS, checkObject(`cpuid[${i}]`, x), `cpuid[${i}]`));
+  list.forEach((x, i) => writeFields(v, COUNTED_HEADER_SIZE + i * CPUID_ENTRY_SIZE, CPUID_FIELDS, obj(() => `cpuid[${i}]`, x), () => `cpuid[${i}]`));
   return out;
 }
 
@@ -486,7 +513,13 @@ export function encodeCpuid(entries: CpuidEntry[]): Uint8Array {
 export function decodeCpuid(bytes: Uint8Array, count = view(bytes).getUint32(0, true)): CpuidEntry[] {
   const v = view(bytes);
   const out: CpuidEntry[] = [];
-  for (let i = 0; i < count; i++) out.push(readFields(v, COUNTED_HEADER_SIZE + i * CPUID_ENTRY_SIZE, CPUID_FIELDS) as unknown as CpuidEntry);
+  for (let i = 0; i < count; i++) {
+    const at = COUNTED_HEADER_SIZE + i * CPUID_ENTRY_SIZE;
+    out.push({
+      function: v.getUint32(at, true), index: v.getUint32(at + 4, true), flags: v.getUint32(at + 8, true),
+      eax: v.getUint32(at + 12, true), ebx: v.getUint32(at + 16, true), ecx: v.getUint32(at + 20, true), edx: v.getUint32(at + 24, true),
+    });
+  }
   return out;
 }
 

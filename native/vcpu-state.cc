@@ -14,6 +14,16 @@
 #include "uapi.h"
 #include "vcpu.h"
 
+// One fixed-size struct between the caller's Uint8Array and the vCPU fd (also kvm_regs and
+// kvm_sregs, vcpu.cc).
+Napi::Value Vcpu::StructIoctl(const Napi::CallbackInfo& info, unsigned long request, const char* name, size_t size) {
+  Napi::Env env = info.Env();
+  int fd = IdleFd(env, name);
+  uint8_t* data = StructArg(env, info[0], size, name);
+  if (ioctl(fd, request, data) < 0) ThrowKvmError(env, errno, name);
+  return env.Undefined();
+}
+
 // Every architecture's vCPU has an MP state: runnable, halted, waiting for INIT/SIPI, ...
 Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -32,14 +42,6 @@ Napi::Value Vcpu::SetMpState(const Napi::CallbackInfo& info) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-
-Napi::Value Vcpu::StructIoctl(const Napi::CallbackInfo& info, unsigned long request, const char* name, size_t size) {
-  Napi::Env env = info.Env();
-  int fd = IdleFd(env, name);
-  uint8_t* data = StructArg(env, info[0], size, name);
-  if (ioctl(fd, request, data) < 0) ThrowKvmError(env, errno, name);
-  return env.Undefined();
-}
 
 Napi::Value Vcpu::GetXsaveSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), xsaveSize_); }
 
@@ -137,13 +139,13 @@ Napi::Value Vcpu::SetCpuid2(const Napi::CallbackInfo& info) {
 
 #else
 
-// Other architectures have none of these x86 requests: the kernel would answer ENOTTY or EINVAL,
-// but the struct layouts would not match either, so nothing is sent.
-Napi::Value Vcpu::StructIoctl(const Napi::CallbackInfo& info, unsigned long, const char* name, size_t) {
-  ThrowKvmError(info.Env(), ENOTTY, name, "an x86 request");
-}
-#define X86_ONLY(method, name) \
-  Napi::Value Vcpu::method(const Napi::CallbackInfo& info) { return StructIoctl(info, 0, name, 0); }
+// Other architectures have none of these x86 requests (or other structs under the same names):
+// nothing is sent.
+#define X86_ONLY(method, name)                                        \
+  Napi::Value Vcpu::method(const Napi::CallbackInfo& info) {          \
+    IdleFd(info.Env(), name);                                         \
+    ThrowKvmError(info.Env(), ENOTTY, name, "an x86 request");        \
+  }
 Napi::Value Vcpu::GetXsaveSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 0); }
 X86_ONLY(GetFpu, "KVM_GET_FPU")
 X86_ONLY(SetFpu, "KVM_SET_FPU")

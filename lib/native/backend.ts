@@ -18,6 +18,7 @@ import type {
 import { Cap, DIRTY_RING_RSVD_ENTRIES, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
 import { fail, isKvmError, KvmError } from '../errors';
 import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
+import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REGS_SIZE, SREGS_SIZE } from '../kvm-structs';
 import { hostArch } from '../open';
 import { loadBinding, type NativeExitFields, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
 import { cpuDirtyLogSize, hostInfo } from './host';
@@ -249,6 +250,9 @@ class NativeVcpuBackend implements BackendVcpu {
   readonly harvestRing?: (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
   /** Where the addon leaves each run()'s exit. */
   private readonly exitState: Float64Array;
+  /** struct kvm_regs and kvm_sregs, reused by every call (decoding copies out of them) */
+  readonly #regs = new Uint8Array(REGS_SIZE);
+  readonly #sregs = new Uint8Array(SREGS_SIZE);
 
   constructor(
     private readonly vcpu: NativeVcpu,
@@ -282,19 +286,21 @@ class NativeVcpuBackend implements BackendVcpu {
   }
 
   getRegs(): Regs {
-    return this.vcpu.getRegs();
+    this.vcpu.getRegs(this.#regs);
+    return decodeRegs(this.#regs);
   }
 
   setRegs(regs: Regs): void {
-    this.vcpu.setRegs(regs);
+    this.vcpu.setRegs(encodeRegs(regs, this.#regs));
   }
 
   getSregs(): Sregs {
-    return this.vcpu.getSregs();
+    this.vcpu.getSregs(this.#sregs);
+    return decodeSregs(this.#sregs);
   }
 
   setSregs(sregs: Sregs): void {
-    this.vcpu.setSregs(sregs);
+    this.vcpu.setSregs(encodeSregs(sregs, this.#sregs));
   }
 
   get xsaveSize(): number {
@@ -397,8 +403,8 @@ class NativeVcpuBackend implements BackendVcpu {
     if (view.length === 0) fail('EBADF', undefined, 'the memory of the slot at guest-physical 0 is closed');
     const mapBytes = Math.min(Math.ceil(top / GIB) * GIB, MAX_MAP_BYTES);
     installHarness(view, mapBytes);
-    this.vcpu.setSregs(longModeSregs(this.vcpu.getSregs()));
-    this.vcpu.setRegs(regs);
+    this.setSregs(longModeSregs(this.getSregs()));
+    this.setRegs(regs);
   }
 
   close(): void {

@@ -8,7 +8,6 @@ import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import type { Regs, Sregs } from '../backend';
 import { KvmError } from '../errors';
 
 /** The /dev/kvm fd. `new System(path)` opens the device (O_RDWR | O_CLOEXEC). */
@@ -76,10 +75,12 @@ export interface NativeVcpu {
   /** The last run()'s exit, encoded (layout.exitFields). */
   readonly exitState: Float64Array;
   kick(): void;
-  getRegs(): Regs;
-  setRegs(regs: Regs): void;
-  getSregs(): Sregs;
-  setSregs(sregs: Sregs): void;
+  /** struct kvm_regs (144 bytes) in or out */
+  getRegs(regs: Uint8Array): void;
+  setRegs(regs: Uint8Array): void;
+  /** struct kvm_sregs (312 bytes) in or out */
+  getSregs(sregs: Uint8Array): void;
+  setSregs(sregs: Uint8Array): void;
   harvestRing(fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number): number;
   readonly xsaveSize: number;
   getFpu(fpu: Uint8Array): void;
