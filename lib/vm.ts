@@ -100,6 +100,8 @@ export class Vm {
   /** KVM_CREATE_IRQCHIP / KVM_CREATE_PIT2 succeeded */
   #irqchip = false;
   #pit = false;
+  /** KVM_CHECK_EXTENSION(KVM_CAP_ADJUST_CLOCK), asked once */
+  #adjustClock: number | undefined;
 
   /** @internal made by kvm.createVm() */
   constructor(handle: BackendVm, onClose: (vm: Vm) => void, host: VmHost) {
@@ -426,7 +428,8 @@ export class Vm {
     const skipped: Partial<Record<VmStatePiece, string>> = {};
     if (!this.#irqchip) skipped.irqchip = 'no in-kernel irqchip (vm.createIrqchip())';
     if (!this.#pit) skipped.pit2 = 'no in-kernel PIT (vm.createPit2())';
-    if (this._handle.checkExtension(Cap.AdjustClock) <= 0) skipped.clock = 'KVM_CHECK_EXTENSION(KVM_CAP_ADJUST_CLOCK) is 0';
+    this.#adjustClock ??= this._handle.checkExtension(Cap.AdjustClock);
+    if (this.#adjustClock <= 0) skipped.clock = 'KVM_CHECK_EXTENSION(KVM_CAP_ADJUST_CLOCK) is 0';
     return skipped;
   }
 

@@ -209,6 +209,17 @@ if (buildSkip !== undefined) {
       expect((r.result! ^ EXPECTED.result) >>> 0).toBe(0xfbff);
     });
 
+    test('examples/own-guest/run.js prints the guest\'s output and its result, straight and through fresh VMs', () => {
+      const script = path.join(__dirname, '..', 'dist', 'examples', 'own-guest', 'run.js');
+      const exits = 2 * EXPECTED.output.length;
+      for (const [args, restores] of [[[], 0], [['--checkpoint-every', '100'], Math.floor(exits / 100)], [['--flat'], 0]] as const) {
+        const r = spawnSync(process.execPath, [script, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, KVM_DIRTY_BACKEND: 'native' } });
+        expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+        expect(r.stdout).toContain(EXPECTED.output);
+        expect(r.stdout).toContain(`result 0x${EXPECTED.result.toString(16).padStart(8, '0')} after ${exits} exits, ${restores} restores into a fresh VM`);
+      }
+    });
+
     test('the pieces of its state, and what each is on this host', () => {
       const m = loadedMachine(kvm, guest().elf);
       expect(kvm.checkExtension(Cap.Irqchip)).toBeGreaterThan(0);

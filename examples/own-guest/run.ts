@@ -6,6 +6,7 @@
 // VM devices, serial port, memory) is saved, and it continues in a fresh VM restored from
 // that state; the output and the result are the same as an uninterrupted run's.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ExitReason, openKvm } from '../../lib';
 import { buildGuest, guestBuildSkipReason } from './build';
 import { createMachine, EXIT_PORT, restore, snapshot, type Machine } from './machine';
@@ -19,8 +20,9 @@ async function main(): Promise<void> {
     console.error(`cannot build the guest: ${reason}`);
     process.exit(1);
   }
-  const build = buildGuest();
+  const build = buildGuest(); // into a temporary directory
   const image = fs.readFileSync(args.includes('--flat') ? build.bin : build.elf);
+  fs.rmSync(path.dirname(build.elf), { recursive: true, force: true });
 
   const kvm = openKvm();
   if (kvm.backend !== 'native') {
