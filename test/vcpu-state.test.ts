@@ -45,6 +45,8 @@ describeEachBackend('vCPU state', (b) => {
     expect('lapic' in skipped).toBe(!irqchip);
     expect('fpu' in skipped).toBe(!('xsave' in skipped));
     expect('msrs' in skipped).toBe(kvm.getMsrIndexList().length === 0);
+    expect('clock' in vm.stateSkipped()).toBe(vm.checkExtension(Cap.AdjustClock) === 0);
+    expect([vm.checkExtension(Cap.SetTssAddr), vm.checkExtension(Cap.SetIdentityMapAddr)]).toEqual([1, 1]); // both modelled
     const state = vcpu.getState();
     const pieces = ['regs', 'sregs', 'cpuid', 'fpu', 'xsave', 'xcrs', 'msrs', 'vcpuEvents', 'lapic', 'debugregs', 'mpState'];
     expect(Object.keys(state).sort()).toEqual(pieces.filter((p) => !(p in skipped)).sort());
