@@ -145,6 +145,10 @@ export interface BackendSystem {
   getVcpuMmapSize(): number;
   /** KVM_CREATE_VM with machine type `type` (0) */
   createVm(type: number): BackendVm;
+  /** KVM_GET_SUPPORTED_CPUID: struct kvm_cpuid2 (8-byte header, then the entries), x86 */
+  getSupportedCpuid(): Uint8Array;
+  /** KVM_GET_MSR_INDEX_LIST: the MSRs the kernel saves and restores, x86 */
+  getMsrIndexList(): Uint32Array;
   /** Closes the fd. The public layer has closed every VM first. */
   close(): void;
 }
@@ -219,6 +223,30 @@ export interface BackendVm {
   ): { startGfn: number; count: number; flags: number; remaining: number };
   /** KVM_S390_SET_CMMA_BITS; `values` holds `count` bytes; mask as the kernel takes it (u64). */
   setCmmaBits(args: { startGfn: number; count: number; flags: number; mask: bigint }, values: Uint8Array): void;
+  // The x86 in-kernel devices and clock. A struct argument is a Uint8Array of the kernel
+  // struct's exact size (lib/kvm-structs.ts): GETs fill it, SETs read it.
+  /** KVM_CREATE_IRQCHIP: PIC master and slave, IOAPIC, a local APIC per later vCPU */
+  createIrqchip(): void;
+  /** KVM_CREATE_PIT2 with struct kvm_pit_config.flags */
+  createPit2(flags: number): void;
+  /** KVM_SET_TSS_ADDR */
+  setTssAddr(addr: number): void;
+  /** KVM_SET_IDENTITY_MAP_ADDR */
+  setIdentityMapAddr(addr: number): void;
+  /** KVM_IRQ_LINE with struct kvm_irq_level { irq, level } */
+  irqLine(irq: number, level: number): void;
+  /** KVM_GET_IRQCHIP: struct kvm_irqchip (520 bytes), chip_id already set */
+  getIrqchip(chip: Uint8Array): void;
+  /** KVM_SET_IRQCHIP */
+  setIrqchip(chip: Uint8Array): void;
+  /** KVM_GET_PIT2: struct kvm_pit_state2 (112 bytes) */
+  getPit2(pit: Uint8Array): void;
+  /** KVM_SET_PIT2 */
+  setPit2(pit: Uint8Array): void;
+  /** KVM_GET_CLOCK: struct kvm_clock_data (48 bytes) */
+  getClock(clock: Uint8Array): void;
+  /** KVM_SET_CLOCK */
+  setClock(clock: Uint8Array): void;
   /** Emulator backend only. */
   readonly emulator?: EmulatorHooks;
   /** Closes the fd. The public layer has closed the VM's vCPUs and memories first. */
@@ -248,6 +276,46 @@ export interface BackendVcpu {
    * registers; the emulator installs its model. Restarts at epoch 1.
    */
   load(spec: WorkloadSpec): void;
+  // The rest of the x86 vCPU state. Struct arguments are Uint8Arrays of the kernel struct
+  // (lib/kvm-structs.ts); fixed-size ones exactly that size. EBUSY while runAsync() is in flight.
+  /** Bytes of the XSAVE image: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) (at least 4096), else 4096. */
+  readonly xsaveSize: number;
+  /** KVM_GET_FPU: struct kvm_fpu (416 bytes) */
+  getFpu(fpu: Uint8Array): void;
+  /** KVM_SET_FPU */
+  setFpu(fpu: Uint8Array): void;
+  /** KVM_GET_XSAVE, or KVM_GET_XSAVE2 where KVM_CAP_XSAVE2 is offered: xsaveSize bytes */
+  getXsave(xsave: Uint8Array): void;
+  /** KVM_SET_XSAVE: xsaveSize bytes */
+  setXsave(xsave: Uint8Array): void;
+  /** KVM_GET_XCRS: struct kvm_xcrs (392 bytes) */
+  getXcrs(xcrs: Uint8Array): void;
+  /** KVM_SET_XCRS */
+  setXcrs(xcrs: Uint8Array): void;
+  /** KVM_GET_MSRS: struct kvm_msrs with nmsrs entries (indexes set); returns how many were read (it stops at the first refused) */
+  getMsrs(msrs: Uint8Array): number;
+  /** KVM_SET_MSRS: returns how many were written (it stops at the first refused) */
+  setMsrs(msrs: Uint8Array): number;
+  /** KVM_GET_LAPIC: struct kvm_lapic_state (1024 bytes) */
+  getLapic(lapic: Uint8Array): void;
+  /** KVM_SET_LAPIC */
+  setLapic(lapic: Uint8Array): void;
+  /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events (64 bytes) */
+  getVcpuEvents(events: Uint8Array): void;
+  /** KVM_SET_VCPU_EVENTS */
+  setVcpuEvents(events: Uint8Array): void;
+  /** KVM_GET_DEBUGREGS: struct kvm_debugregs (128 bytes) */
+  getDebugregs(regs: Uint8Array): void;
+  /** KVM_SET_DEBUGREGS */
+  setDebugregs(regs: Uint8Array): void;
+  /** KVM_GET_MP_STATE */
+  getMpState(): number;
+  /** KVM_SET_MP_STATE */
+  setMpState(state: number): void;
+  /** KVM_GET_CPUID2: struct kvm_cpuid2 with room for nent entries; returns the vCPU's count (E2BIG if nent is smaller) */
+  getCpuid2(cpuid: Uint8Array): number;
+  /** KVM_SET_CPUID2: struct kvm_cpuid2 with nent entries */
+  setCpuid2(cpuid: Uint8Array): void;
   /**
    * Optional batch harvest (native): from free-running index `fetch`, collect up to `max`
    * DIRTY entries in order (acquire load of flags, copy slot and offset into

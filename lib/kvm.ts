@@ -2,6 +2,7 @@ import './dispose';
 import type { BackendSystem, HostInfo } from './backend';
 import { Cap, type Arch } from './constants';
 import { fail, isKvmError } from './errors';
+import { decodeCpuid, type CpuidEntry } from './kvm-structs';
 import { DirtyRingLimits, probeRingLimits } from './ring-limits';
 import { checkUint } from './validate';
 import { Vm } from './vm';
@@ -15,6 +16,7 @@ export class Kvm {
   readonly #vms = new Set<Vm>();
   #closed = false;
   #ringLimits: DirtyRingLimits | undefined;
+  #msrIndexList: Uint32Array | undefined;
 
   /** @internal made by openKvm() */
   constructor(handle: BackendSystem, fallbackReason?: string) {
@@ -85,10 +87,27 @@ export class Kvm {
     return this.#ringLimits;
   }
 
+  /** KVM_GET_SUPPORTED_CPUID: the CPUID entries KVM can show a guest (every vCPU starts with them). */
+  getSupportedCpuid(): CpuidEntry[] {
+    this.#live('KVM_GET_SUPPORTED_CPUID');
+    return decodeCpuid(this._handle.getSupportedCpuid());
+  }
+
+  /** KVM_GET_MSR_INDEX_LIST: the MSRs the kernel saves and restores for a guest (vCPUs may refuse some). */
+  getMsrIndexList(): number[] {
+    this.#live('KVM_GET_MSR_INDEX_LIST');
+    return Array.from(this.#msrs());
+  }
+
+  #msrs(): Uint32Array {
+    this.#msrIndexList ??= this._handle.getMsrIndexList();
+    return this.#msrIndexList;
+  }
+
   /** KVM_CREATE_VM */
   createVm(): Vm {
     this.#live('KVM_CREATE_VM');
-    const vm = new Vm(this._handle.createVm(0), (v) => this.#vms.delete(v));
+    const vm = new Vm(this._handle.createVm(0), (v) => this.#vms.delete(v), { msrIndexList: () => this.#msrs() });
     this.#vms.add(vm);
     return vm;
   }

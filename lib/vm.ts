@@ -14,9 +14,28 @@ import {
   S390_VM_MIGRATION_STOP,
 } from './constants';
 import { fail } from './errors';
+import type { ImageSlot } from './guest/image';
+import {
+  CLOCK_DATA_SIZE,
+  decodeClockData,
+  decodeIoapic,
+  decodePic,
+  decodePitState2,
+  encodeClockData,
+  encodeIoapic,
+  encodePic,
+  encodePitState2,
+  irqchipFor,
+  IrqchipId,
+  PIT_STATE2_SIZE,
+  type ClockData,
+  type IoapicState,
+  type PicState,
+  type PitState2,
+} from './kvm-structs';
 import { GuestMemory } from './memory';
 import { checkBool, checkInstance, checkObject, checkU64, checkUint } from './validate';
-import { Vcpu } from './vcpu';
+import { Vcpu, type VcpuHost } from './vcpu';
 
 const U32_MAX = 0xffff_ffff;
 
@@ -43,6 +62,28 @@ export interface CmmaBits {
 
 interface SlotInfo {
   pages: number;
+  guestPhysAddr: number;
+  memory: GuestMemory | null;
+  memoryOffset: number;
+  memorySize: number;
+}
+
+/** The VM's in-kernel devices and clock, each the kernel struct of the same name. Absent pieces: vm.stateSkipped(). */
+export interface VmState {
+  /** KVM_GET_IRQCHIP of the three chips */
+  irqchip?: { picMaster: PicState; picSlave: PicState; ioapic: IoapicState };
+  /** KVM_GET_PIT2 */
+  pit2?: PitState2;
+  /** KVM_GET_CLOCK */
+  clock?: ClockData;
+}
+
+export const VM_STATE_PIECES = ['irqchip', 'pit2', 'clock'] as const;
+export type VmStatePiece = (typeof VM_STATE_PIECES)[number];
+
+/** What a VM asks of its KVM handle. @internal */
+export interface VmHost {
+  msrIndexList(): Uint32Array;
 }
 
 /** A virtual machine (the VM fd). Made by kvm.createVm(); owns its vCPUs and guest memory. */
@@ -55,12 +96,24 @@ export class Vm {
   readonly #onClose: (vm: Vm) => void;
   #closed = false;
   #emulator: EmulatorHooks | undefined;
+  readonly #vcpuHost: VcpuHost;
+  /** KVM_CREATE_IRQCHIP / KVM_CREATE_PIT2 succeeded */
+  #irqchip = false;
+  #pit = false;
+  /** KVM_CHECK_EXTENSION(KVM_CAP_ADJUST_CLOCK), asked once */
+  #adjustClock: number | undefined;
 
   /** @internal made by kvm.createVm() */
-  constructor(handle: BackendVm, onClose: (vm: Vm) => void) {
+  constructor(handle: BackendVm, onClose: (vm: Vm) => void, host: VmHost) {
     this._handle = handle;
     this.#onClose = onClose;
     if (handle.emulator) this.#emulator = this.#wrapHooks(handle.emulator);
+    this.#vcpuHost = {
+      checkExtension: (cap) => handle.checkExtension(cap),
+      hasIrqchip: () => this.#irqchip,
+      imageSlots: () => this.#imageSlots(),
+      msrIndexList: () => host.msrIndexList(),
+    };
   }
 
   get closed(): boolean {
@@ -145,14 +198,14 @@ export class Vm {
     }
     this._handle.setUserMemoryRegion({ slot, flags, guestPhysAddr, memorySize, memoryOffset, memory: memory?._handle ?? null });
     if (memorySize === 0) this.#slots.delete(slot);
-    else this.#slots.set(slot, { pages: Math.floor(memorySize / PAGE_SIZE) });
+    else this.#slots.set(slot, { pages: Math.floor(memorySize / PAGE_SIZE), guestPhysAddr, memory, memoryOffset, memorySize });
   }
 
   /** KVM_CREATE_VCPU (and, with the ring on, the vCPU's ring mapping). */
   createVcpu(id = 0): Vcpu {
     this.#live('KVM_CREATE_VCPU');
     checkUint('id', id, U32_MAX);
-    const vcpu = new Vcpu(this._handle.createVcpu(id), (v) => this.#vcpus.delete(v));
+    const vcpu = new Vcpu(this._handle.createVcpu(id), (v) => this.#vcpus.delete(v), this.#vcpuHost);
     this.#vcpus.add(vcpu);
     return vcpu;
   }
@@ -275,6 +328,164 @@ export class Vm {
     const mask = checkU64('mask', o.mask);
     const flags = checkUint('flags', o.flags ?? 0, U32_MAX);
     this._handle.setCmmaBits({ startGfn, count: values.length, flags, mask }, values);
+  }
+
+  // ---- x86 in-kernel devices and the VM clock -------------------------------------------------
+
+  /**
+   * KVM_CREATE_IRQCHIP: the in-kernel PIC pair, IOAPIC and a local APIC for every vCPU created
+   * after it (the kernel refuses it once a vCPU exists: EINVAL). PIC and IOAPIC ports and the
+   * LAPIC page are then handled in the kernel, without exits.
+   */
+  createIrqchip(): void {
+    this.#live('KVM_CREATE_IRQCHIP');
+    this._handle.createIrqchip();
+    this.#irqchip = true;
+  }
+
+  /** KVM_CREATE_PIT2: the in-kernel i8254 on IRQ 0 (needs the irqchip first: ENOENT). flags: KVM_PIT_SPEAKER_DUMMY (1). */
+  createPit2(flags = 0): void {
+    this.#live('KVM_CREATE_PIT2');
+    this._handle.createPit2(checkUint('flags', flags, U32_MAX));
+    this.#pit = true;
+  }
+
+  /** KVM_SET_TSS_ADDR: three guest pages, below 4 GiB, that Intel VMX needs for real-mode guests. */
+  setTssAddr(addr: number): void {
+    this.#live('KVM_SET_TSS_ADDR');
+    this._handle.setTssAddr(checkUint('addr', addr));
+  }
+
+  /** KVM_SET_IDENTITY_MAP_ADDR: the guest page VMX uses for an identity page table (before any vCPU). */
+  setIdentityMapAddr(addr: number): void {
+    this.#live('KVM_SET_IDENTITY_MAP_ADDR');
+    this._handle.setIdentityMapAddr(checkUint('addr', addr));
+  }
+
+  /** KVM_IRQ_LINE: sets input line `irq` (a GSI) of the in-kernel PIC/IOAPIC to `level` (0 or 1). */
+  irqLine(irq: number, level: number): void {
+    this.#live('KVM_IRQ_LINE');
+    this._handle.irqLine(checkUint('irq', irq, U32_MAX), checkUint('level', level, U32_MAX));
+  }
+
+  /** KVM_GET_IRQCHIP: one chip of the in-kernel irqchip (IrqchipId.PicMaster, .PicSlave, .Ioapic). */
+  getIrqchip(chip: IrqchipId.PicMaster | IrqchipId.PicSlave): PicState;
+  getIrqchip(chip: IrqchipId.Ioapic): IoapicState;
+  getIrqchip(chip: IrqchipId): PicState | IoapicState;
+  getIrqchip(chip: IrqchipId): PicState | IoapicState {
+    this.#live('KVM_GET_IRQCHIP');
+    const id = checkUint('chip', chip, U32_MAX);
+    const b = irqchipFor(id);
+    this._handle.getIrqchip(b); // an unknown chip id reaches the kernel, for its EINVAL
+    return id === IrqchipId.Ioapic ? decodeIoapic(b) : decodePic(b);
+  }
+
+  /** KVM_SET_IRQCHIP */
+  setIrqchip(chip: IrqchipId.PicMaster | IrqchipId.PicSlave, state: PicState): void;
+  setIrqchip(chip: IrqchipId.Ioapic, state: IoapicState): void;
+  setIrqchip(chip: IrqchipId, state: PicState | IoapicState): void;
+  setIrqchip(chip: IrqchipId, state: PicState | IoapicState): void {
+    this.#live('KVM_SET_IRQCHIP');
+    const id = checkUint('chip', chip, 2);
+    this._handle.setIrqchip(id === IrqchipId.Ioapic ? encodeIoapic(state as IoapicState) : encodePic(id, state as PicState));
+  }
+
+  /** KVM_GET_PIT2 */
+  getPit2(): PitState2 {
+    this.#live('KVM_GET_PIT2');
+    const b = new Uint8Array(PIT_STATE2_SIZE);
+    this._handle.getPit2(b);
+    return decodePitState2(b);
+  }
+
+  /** KVM_SET_PIT2 (each channel's count is reloaded as of now) */
+  setPit2(pit: PitState2): void {
+    this.#live('KVM_SET_PIT2');
+    this._handle.setPit2(encodePitState2(pit));
+  }
+
+  /** KVM_GET_CLOCK: kvmclock (ns); flags say whether realtime and hostTsc are valid. */
+  getClock(): ClockData {
+    this.#live('KVM_GET_CLOCK');
+    const b = new Uint8Array(CLOCK_DATA_SIZE);
+    this._handle.getClock(b);
+    return decodeClockData(b);
+  }
+
+  /**
+   * KVM_SET_CLOCK. With CLOCK_REALTIME in flags (as KVM_GET_CLOCK sets it on hosts with a stable
+   * clock) the kernel adds the real time elapsed since `realtime`: a restored guest's clock
+   * then keeps up with the time it was away.
+   */
+  setClock(clock: ClockData): void {
+    this.#live('KVM_SET_CLOCK');
+    this._handle.setClock(encodeClockData(clock));
+  }
+
+  /** The pieces getState() leaves out, each with the reason. */
+  stateSkipped(): Partial<Record<VmStatePiece, string>> {
+    this.#live('KVM_CHECK_EXTENSION');
+    const skipped: Partial<Record<VmStatePiece, string>> = {};
+    if (!this.#irqchip) skipped.irqchip = 'no in-kernel irqchip (vm.createIrqchip())';
+    if (!this.#pit) skipped.pit2 = 'no in-kernel PIT (vm.createPit2())';
+    this.#adjustClock ??= this._handle.checkExtension(Cap.AdjustClock);
+    if (this.#adjustClock <= 0) skipped.clock = 'KVM_CHECK_EXTENSION(KVM_CAP_ADJUST_CLOCK) is 0';
+    return skipped;
+  }
+
+  /** The VM's device state: PIC master, slave and IOAPIC, PIT, kvmclock, where the VM has them. */
+  getState(): VmState {
+    this.#live('KVM_GET_IRQCHIP');
+    const skipped = this.stateSkipped();
+    const state: VmState = {};
+    if (!skipped.irqchip) {
+      state.irqchip = {
+        picMaster: this.getIrqchip(IrqchipId.PicMaster),
+        picSlave: this.getIrqchip(IrqchipId.PicSlave),
+        ioapic: this.getIrqchip(IrqchipId.Ioapic),
+      };
+    }
+    if (!skipped.pit2) state.pit2 = this.getPit2();
+    if (!skipped.clock) state.clock = this.getClock();
+    return state;
+  }
+
+  /**
+   * Restores a VmState: the irqchip's three chips, the PIT, the clock. The VM must have the
+   * devices (createIrqchip(), createPit2()) the state has, else the kernel's ENXIO. Every piece
+   * is checked before the first request; absent pieces are left alone.
+   */
+  setState(state: VmState): void {
+    this.#live('KVM_SET_IRQCHIP');
+    const s = checkObject('state', state);
+    for (const key of Object.keys(s)) {
+      if (!(VM_STATE_PIECES as readonly string[]).includes(key)) throw new TypeError(`state.${key} is not a piece of the VM state (${VM_STATE_PIECES.join(', ')})`);
+    }
+    let chips: Uint8Array[] = [];
+    if (s.irqchip !== undefined) {
+      const c = checkObject('state.irqchip', s.irqchip);
+      chips = [
+        encodePic(IrqchipId.PicMaster, c.picMaster as PicState, 'state.irqchip.picMaster'),
+        encodePic(IrqchipId.PicSlave, c.picSlave as PicState, 'state.irqchip.picSlave'),
+        encodeIoapic(c.ioapic as IoapicState, 'state.irqchip.ioapic'),
+      ];
+    }
+    const pit = s.pit2 !== undefined ? encodePitState2(s.pit2 as PitState2) : null;
+    const clock = s.clock !== undefined ? encodeClockData(s.clock as ClockData) : null;
+    for (const chip of chips) this._handle.setIrqchip(chip);
+    if (pit !== null) this._handle.setPit2(pit);
+    if (clock !== null) this._handle.setClock(clock);
+  }
+
+  /** Address space 0's slots with open memory, as loadImage() writes them. */
+  #imageSlots(): ImageSlot[] {
+    const out: ImageSlot[] = [];
+    for (const [slot, info] of this.#slots) {
+      const memory = info.memory;
+      if (slot >>> 16 !== 0 || memory === null || memory.closed) continue;
+      out.push({ gpa: info.guestPhysAddr, size: info.memorySize, view: (offset, length) => memory.view(info.memoryOffset + offset, length) });
+    }
+    return out;
   }
 
   /** Emulator backend only (undefined on native): guest actions a test or example can perform. */

@@ -68,6 +68,41 @@ static Napi::Object Layout(Napi::Env env) {
   exit.Set("detailHigh", Napi::Number::New(env, kExitDetailHigh));
   exit.Set("detailLow", Napi::Number::New(env, kExitDetailLow));
   o.Set("exitFields", exit);
+#if defined(__x86_64__) || defined(__i386__)
+  // The state structs as compiled (lib/kvm-structs.ts encodes the same layouts).
+  Napi::Object st = Napi::Object::New(env);
+  auto set = [&](const char* k, size_t v) { st.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
+  set("regs", sizeof(kvm_regs));
+  set("sregs", sizeof(kvm_sregs));
+  set("sregsInterruptBitmap", offsetof(kvm_sregs, interrupt_bitmap));
+  set("fpu", sizeof(kvm_fpu));
+  set("fpuXmm", offsetof(kvm_fpu, xmm));
+  set("fpuMxcsr", offsetof(kvm_fpu, mxcsr));
+  set("xsave", sizeof(kvm_xsave_region));
+  set("xcrs", sizeof(kvm_xcrs));
+  set("msrsHeader", sizeof(kvm_msrs_header));
+  set("msrEntry", sizeof(kvm_msr_entry));
+  set("lapic", sizeof(kvm_lapic_state));
+  set("vcpuEvents", sizeof(kvm_vcpu_events));
+  set("vcpuEventsSipiVector", offsetof(kvm_vcpu_events, sipi_vector));
+  set("vcpuEventsSmi", offsetof(kvm_vcpu_events, smi));
+  set("vcpuEventsExceptionHasPayload", offsetof(kvm_vcpu_events, exception_has_payload));
+  set("vcpuEventsExceptionPayload", offsetof(kvm_vcpu_events, exception_payload));
+  set("debugregs", sizeof(kvm_debugregs));
+  set("debugregsFlags", offsetof(kvm_debugregs, flags));
+  set("cpuidHeader", sizeof(kvm_cpuid2_header));
+  set("cpuidEntry", sizeof(kvm_cpuid_entry2));
+  set("irqchip", sizeof(kvm_irqchip));
+  set("irqchipChip", offsetof(kvm_irqchip, chip));
+  set("ioapicRedirtbl", offsetof(kvm_ioapic_state, redirtbl));
+  set("pitState2", sizeof(kvm_pit_state2));
+  set("pitState2Flags", offsetof(kvm_pit_state2, flags));
+  set("pitChannelCountLoadTime", offsetof(kvm_pit_channel_state, count_load_time));
+  set("clockData", sizeof(kvm_clock_data));
+  set("clockDataRealtime", offsetof(kvm_clock_data, realtime));
+  set("clockDataHostTsc", offsetof(kvm_clock_data, host_tsc));
+  o.Set("stateStructs", st);
+#endif
   return o;
 }
 

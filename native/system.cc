@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 #include "uapi.h"
@@ -16,6 +19,8 @@ Napi::Function System::Define(Napi::Env env) {
                          InstanceMethod<&System::CheckExtension>("checkExtension"),
                          InstanceMethod<&System::GetVcpuMmapSize>("getVcpuMmapSize"),
                          InstanceMethod<&System::CreateVm>("createVm"),
+                         InstanceMethod<&System::GetSupportedCpuid>("getSupportedCpuid"),
+                         InstanceMethod<&System::GetMsrIndexList>("getMsrIndexList"),
                          InstanceMethod<&System::Close>("close"),
                      });
 }
@@ -104,6 +109,46 @@ Napi::Value System::CreateVm(const Napi::CallbackInfo& info) {
   if (vmFd < 0) ThrowKvmError(env, errno, "KVM_CREATE_VM");
   VmInit init{UniqueFd(vmFd), static_cast<size_t>(mmapSize), std::move(cpuid)};
   return data_->vmCtor.New({Napi::External<VmInit>::New(env, &init)});
+}
+
+// getSupportedCpuid() -> Uint8Array: struct kvm_cpuid2 (8-byte header, then the entries), a copy
+Napi::Value System::GetSupportedCpuid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env, "KVM_GET_SUPPORTED_CPUID");
+#if defined(__x86_64__) || defined(__i386__)
+  std::shared_ptr<const CpuidTable> table = SupportedCpuid(env);
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, table->size());
+  std::memcpy(out.Data(), table->data(), table->size());
+  return out;
+#else
+  ThrowKvmError(env, ENOTTY, "KVM_GET_SUPPORTED_CPUID", "an x86 request");
+#endif
+}
+
+// getMsrIndexList() -> Uint32Array: the MSRs the kernel saves and restores for a guest
+Napi::Value System::GetMsrIndexList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_GET_MSR_INDEX_LIST");
+#if defined(__x86_64__) || defined(__i386__)
+  // Asked with room for none, the kernel answers E2BIG with the count; the list may grow in
+  // between (it does not on a running kernel), so ask until it fits.
+  kvm_msr_list_header probe{};
+  if (ioctl(fd, KVM_GET_MSR_INDEX_LIST, &probe) == 0) return Napi::Uint32Array::New(env, 0);
+  if (errno != E2BIG) ThrowKvmError(env, errno, "KVM_GET_MSR_INDEX_LIST");
+  for (uint32_t n = probe.nmsrs;; n *= 2) {
+    std::vector<uint32_t> list(1 + n);
+    list[0] = n;
+    if (ioctl(fd, KVM_GET_MSR_INDEX_LIST, list.data()) == 0) {  // the MSR numbers, after the count
+      Napi::Uint32Array out = Napi::Uint32Array::New(env, list[0]);
+      std::memcpy(out.Data(), list.data() + 1, list[0] * sizeof(uint32_t));
+      return out;
+    }
+    if (errno != E2BIG || n > 65536) ThrowKvmError(env, errno, "KVM_GET_MSR_INDEX_LIST");
+  }
+#else
+  (void)fd;
+  ThrowKvmError(env, ENOTTY, "KVM_GET_MSR_INDEX_LIST", "an x86 request");
+#endif
 }
 
 Napi::Value System::Close(const Napi::CallbackInfo& info) {

@@ -1,5 +1,5 @@
 // System: the /dev/kvm fd (KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE,
-// KVM_CREATE_VM, KVM_GET_SUPPORTED_CPUID).
+// KVM_CREATE_VM, KVM_GET_SUPPORTED_CPUID, KVM_GET_MSR_INDEX_LIST).
 #pragma once
 
 #include <napi.h>
@@ -31,6 +31,8 @@ class System : public Napi::ObjectWrap<System>, public Closable {
   Napi::Value CheckExtension(const Napi::CallbackInfo& info);
   Napi::Value GetVcpuMmapSize(const Napi::CallbackInfo& info);
   Napi::Value CreateVm(const Napi::CallbackInfo& info);
+  Napi::Value GetSupportedCpuid(const Napi::CallbackInfo& info);
+  Napi::Value GetMsrIndexList(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   std::shared_ptr<const CpuidTable> SupportedCpuid(Napi::Env env);
 

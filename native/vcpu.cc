@@ -29,121 +29,6 @@ static void InstallKickHandler() {
   });
 }
 
-// ---- registers <-> JS ----------------------------------------------------------------------
-
-static Napi::BigInt Big(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
-
-static uint64_t U64(const Napi::Object& o, const char* key) { return ToU64(o.Get(key)); }
-static uint32_t U32(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().Uint32Value(); }
-
-#define REGS_FIELDS(X) \
-  X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) X(rip) X(rflags)
-
-static Napi::Object RegsToJs(Napi::Env env, const kvm_regs& r) {
-  Napi::Object o = Napi::Object::New(env);
-#define X(f) o.Set(#f, Big(env, r.f));
-  REGS_FIELDS(X)
-#undef X
-  return o;
-}
-
-static kvm_regs RegsFromJs(const Napi::Object& o) {
-  kvm_regs r{};
-#define X(f) r.f = U64(o, #f);
-  REGS_FIELDS(X)
-#undef X
-  return r;
-}
-
-static Napi::Object SegmentToJs(Napi::Env env, const kvm_segment& s) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("base", Big(env, s.base));
-  o.Set("limit", Napi::Number::New(env, s.limit));
-  o.Set("selector", Napi::Number::New(env, s.selector));
-  o.Set("type", Napi::Number::New(env, s.type));
-  o.Set("present", Napi::Number::New(env, s.present));
-  o.Set("dpl", Napi::Number::New(env, s.dpl));
-  o.Set("db", Napi::Number::New(env, s.db));
-  o.Set("s", Napi::Number::New(env, s.s));
-  o.Set("l", Napi::Number::New(env, s.l));
-  o.Set("g", Napi::Number::New(env, s.g));
-  o.Set("avl", Napi::Number::New(env, s.avl));
-  o.Set("unusable", Napi::Number::New(env, s.unusable));
-  return o;
-}
-
-static kvm_segment SegmentFromJs(const Napi::Object& o) {
-  kvm_segment s{};
-  s.base = U64(o, "base");
-  s.limit = U32(o, "limit");
-  s.selector = static_cast<uint16_t>(U32(o, "selector"));
-  s.type = static_cast<uint8_t>(U32(o, "type"));
-  s.present = static_cast<uint8_t>(U32(o, "present"));
-  s.dpl = static_cast<uint8_t>(U32(o, "dpl"));
-  s.db = static_cast<uint8_t>(U32(o, "db"));
-  s.s = static_cast<uint8_t>(U32(o, "s"));
-  s.l = static_cast<uint8_t>(U32(o, "l"));
-  s.g = static_cast<uint8_t>(U32(o, "g"));
-  s.avl = static_cast<uint8_t>(U32(o, "avl"));
-  s.unusable = static_cast<uint8_t>(U32(o, "unusable"));
-  return s;
-}
-
-static Napi::Object DtableToJs(Napi::Env env, const kvm_dtable& d) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("base", Big(env, d.base));
-  o.Set("limit", Napi::Number::New(env, d.limit));
-  return o;
-}
-
-static kvm_dtable DtableFromJs(const Napi::Object& o) {
-  kvm_dtable d{};
-  d.base = U64(o, "base");
-  d.limit = static_cast<uint16_t>(U32(o, "limit"));
-  return d;
-}
-
-#define SEGMENTS(X) X(cs) X(ds) X(es) X(fs) X(gs) X(ss) X(tr) X(ldt)
-
-static Napi::Object SregsToJs(Napi::Env env, const kvm_sregs& s) {
-  Napi::Object o = Napi::Object::New(env);
-#define X(f) o.Set(#f, SegmentToJs(env, s.f));
-  SEGMENTS(X)
-#undef X
-  o.Set("gdt", DtableToJs(env, s.gdt));
-  o.Set("idt", DtableToJs(env, s.idt));
-  o.Set("cr0", Big(env, s.cr0));
-  o.Set("cr2", Big(env, s.cr2));
-  o.Set("cr3", Big(env, s.cr3));
-  o.Set("cr4", Big(env, s.cr4));
-  o.Set("cr8", Big(env, s.cr8));
-  o.Set("efer", Big(env, s.efer));
-  o.Set("apicBase", Big(env, s.apic_base));
-  Napi::Array bitmap = Napi::Array::New(env, 4);
-  for (uint32_t i = 0; i < 4; i++) bitmap.Set(i, Big(env, s.interrupt_bitmap[i]));
-  o.Set("interruptBitmap", bitmap);
-  return o;
-}
-
-static kvm_sregs SregsFromJs(const Napi::Object& o) {
-  kvm_sregs s{};
-#define X(f) s.f = SegmentFromJs(o.Get(#f).As<Napi::Object>());
-  SEGMENTS(X)
-#undef X
-  s.gdt = DtableFromJs(o.Get("gdt").As<Napi::Object>());
-  s.idt = DtableFromJs(o.Get("idt").As<Napi::Object>());
-  s.cr0 = U64(o, "cr0");
-  s.cr2 = U64(o, "cr2");
-  s.cr3 = U64(o, "cr3");
-  s.cr4 = U64(o, "cr4");
-  s.cr8 = U64(o, "cr8");
-  s.efer = U64(o, "efer");
-  s.apic_base = U64(o, "apicBase");
-  Napi::Array bitmap = o.Get("interruptBitmap").As<Napi::Array>();
-  for (uint32_t i = 0; i < 4 && i < bitmap.Length(); i++) s.interrupt_bitmap[i] = ToU64(bitmap.Get(i));
-  return s;
-}
-
 void EncodeExit(const RunResult& r, double* out) {
   std::fill(out, out + kExitFields, 0.0);
   out[kExitReason] = r.reason;
@@ -178,6 +63,25 @@ Napi::Function Vcpu::Define(Napi::Env env) {
                          InstanceMethod<&Vcpu::GetSregs>("getSregs"),
                          InstanceMethod<&Vcpu::SetSregs>("setSregs"),
                          InstanceMethod<&Vcpu::HarvestRing>("harvestRing"),
+                         InstanceAccessor<&Vcpu::GetXsaveSize>("xsaveSize"),
+                         InstanceMethod<&Vcpu::GetFpu>("getFpu"),
+                         InstanceMethod<&Vcpu::SetFpu>("setFpu"),
+                         InstanceMethod<&Vcpu::GetXsave>("getXsave"),
+                         InstanceMethod<&Vcpu::SetXsave>("setXsave"),
+                         InstanceMethod<&Vcpu::GetXcrs>("getXcrs"),
+                         InstanceMethod<&Vcpu::SetXcrs>("setXcrs"),
+                         InstanceMethod<&Vcpu::GetMsrs>("getMsrs"),
+                         InstanceMethod<&Vcpu::SetMsrs>("setMsrs"),
+                         InstanceMethod<&Vcpu::GetLapic>("getLapic"),
+                         InstanceMethod<&Vcpu::SetLapic>("setLapic"),
+                         InstanceMethod<&Vcpu::GetVcpuEvents>("getVcpuEvents"),
+                         InstanceMethod<&Vcpu::SetVcpuEvents>("setVcpuEvents"),
+                         InstanceMethod<&Vcpu::GetDebugregs>("getDebugregs"),
+                         InstanceMethod<&Vcpu::SetDebugregs>("setDebugregs"),
+                         InstanceMethod<&Vcpu::GetMpState>("getMpState"),
+                         InstanceMethod<&Vcpu::SetMpState>("setMpState"),
+                         InstanceMethod<&Vcpu::GetCpuid2>("getCpuid2"),
+                         InstanceMethod<&Vcpu::SetCpuid2>("setCpuid2"),
                          InstanceMethod<&Vcpu::Close>("close"),
                      });
 }
@@ -189,6 +93,8 @@ Vcpu::Vcpu(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vcpu>(info), data_
   run_ = std::move(init->run);
   ring_ = std::move(init->ring);
   vm_ = std::move(init->vm);
+  xsaveSize_ = init->xsaveSize;
+  useXsave2_ = init->useXsave2;
   kvmRun_ = static_cast<kvm_run*>(run_->addr());
   Napi::Float64Array state = Napi::Float64Array::New(info.Env(), kExitFields);
   exitStateData_ = state.Data();
@@ -395,35 +301,14 @@ Napi::Value Vcpu::Kick(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Vcpu::GetRegs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  kvm_regs regs{};
-  if (ioctl(IdleFd(env, "KVM_GET_REGS"), KVM_GET_REGS, &regs) < 0) ThrowKvmError(env, errno, "KVM_GET_REGS");  // general-purpose registers
-  return RegsToJs(env, regs);
-}
-
-Napi::Value Vcpu::SetRegs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = IdleFd(env, "KVM_SET_REGS");
-  kvm_regs regs = RegsFromJs(info[0].As<Napi::Object>());
-  if (ioctl(fd, KVM_SET_REGS, &regs) < 0) ThrowKvmError(env, errno, "KVM_SET_REGS");  // general-purpose registers
-  return env.Undefined();
-}
-
-Napi::Value Vcpu::GetSregs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  kvm_sregs sregs{};
-  if (ioctl(IdleFd(env, "KVM_GET_SREGS"), KVM_GET_SREGS, &sregs) < 0) ThrowKvmError(env, errno, "KVM_GET_SREGS");  // segments, control registers, EFER
-  return SregsToJs(env, sregs);
-}
-
-Napi::Value Vcpu::SetSregs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = IdleFd(env, "KVM_SET_SREGS");
-  kvm_sregs sregs = SregsFromJs(info[0].As<Napi::Object>());
-  if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0) ThrowKvmError(env, errno, "KVM_SET_SREGS");  // segments, control registers, EFER
-  return env.Undefined();
-}
+// The registers cross as the kernel's structs in a Uint8Array (lib/kvm-structs.ts decodes them):
+// building a JS object field by field through Node-API cost several times the ioctl.
+// general-purpose registers
+Napi::Value Vcpu::GetRegs(const Napi::CallbackInfo& info) { return StructIoctl(info, KVM_GET_REGS, "KVM_GET_REGS", sizeof(kvm_regs)); }
+Napi::Value Vcpu::SetRegs(const Napi::CallbackInfo& info) { return StructIoctl(info, KVM_SET_REGS, "KVM_SET_REGS", sizeof(kvm_regs)); }
+// segments, control registers, EFER, APIC base
+Napi::Value Vcpu::GetSregs(const Napi::CallbackInfo& info) { return StructIoctl(info, KVM_GET_SREGS, "KVM_GET_SREGS", sizeof(kvm_sregs)); }
+Napi::Value Vcpu::SetSregs(const Napi::CallbackInfo& info) { return StructIoctl(info, KVM_SET_SREGS, "KVM_SET_SREGS", sizeof(kvm_sregs)); }
 
 Napi::Value Vcpu::Close(const Napi::CallbackInfo& info) {
   CloseHandles();

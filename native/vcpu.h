@@ -1,5 +1,6 @@
 // Vcpu: a vCPU fd with its kvm_run page and dirty ring mapped (KVM_RUN, KVM_GET/SET_REGS,
-// KVM_GET/SET_SREGS; the ring's batch harvest is in ring.cc).
+// KVM_GET/SET_SREGS; the ring's batch harvest is in ring.cc; the rest of the x86 vCPU state,
+// FPU, XSAVE, XCRS, MSRS, LAPIC, VCPU_EVENTS, DEBUGREGS, MP_STATE and CPUID2, in vcpu-state.cc).
 #pragma once
 
 #include <napi.h>
@@ -23,6 +24,10 @@ struct VcpuInit {
   std::shared_ptr<Mapping> run;
   std::shared_ptr<Mapping> ring;  // null without a dirty ring
   std::shared_ptr<VmState> vm;
+  // Bytes of this vCPU's XSAVE state: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on the VM (at least
+  // 4096), or 4096 without the cap. useXsave2: read it with KVM_GET_XSAVE2.
+  uint32_t xsaveSize = 4096;
+  bool useXsave2 = false;
 };
 
 // One KVM_RUN's outcome, copied out of kvm_run on the thread that ran it.
@@ -103,6 +108,28 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   Napi::Value GetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetSregs(const Napi::CallbackInfo& info);
   Napi::Value HarvestRing(const Napi::CallbackInfo& info);  // ring.cc
+  // vcpu-state.cc
+  Napi::Value GetXsaveSize(const Napi::CallbackInfo& info);
+  Napi::Value GetFpu(const Napi::CallbackInfo& info);
+  Napi::Value SetFpu(const Napi::CallbackInfo& info);
+  Napi::Value GetXsave(const Napi::CallbackInfo& info);
+  Napi::Value SetXsave(const Napi::CallbackInfo& info);
+  Napi::Value GetXcrs(const Napi::CallbackInfo& info);
+  Napi::Value SetXcrs(const Napi::CallbackInfo& info);
+  Napi::Value GetMsrs(const Napi::CallbackInfo& info);
+  Napi::Value SetMsrs(const Napi::CallbackInfo& info);
+  Napi::Value GetLapic(const Napi::CallbackInfo& info);
+  Napi::Value SetLapic(const Napi::CallbackInfo& info);
+  Napi::Value GetVcpuEvents(const Napi::CallbackInfo& info);
+  Napi::Value SetVcpuEvents(const Napi::CallbackInfo& info);
+  Napi::Value GetDebugregs(const Napi::CallbackInfo& info);
+  Napi::Value SetDebugregs(const Napi::CallbackInfo& info);
+  Napi::Value GetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMpState(const Napi::CallbackInfo& info);
+  Napi::Value GetCpuid2(const Napi::CallbackInfo& info);
+  Napi::Value SetCpuid2(const Napi::CallbackInfo& info);
+  // One fixed-size struct in or out: `buffer` must be exactly `size` bytes.
+  Napi::Value StructIoctl(const Napi::CallbackInfo& info, unsigned long request, const char* name, size_t size);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   AddonData* data_;
@@ -111,6 +138,8 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   std::shared_ptr<Mapping> run_;
   std::shared_ptr<Mapping> ring_;
   std::shared_ptr<VmState> vm_;
+  uint32_t xsaveSize_;
+  bool useXsave2_;
   kvm_run* kvmRun_;  // run_'s address; valid until CloseHandles (after the worker is joined)
   // run()'s result, read by the adapter after each call (a strong reference keeps it alive)
   Napi::Reference<Napi::Float64Array> exitState_;

@@ -5,7 +5,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <string>
 
 #include "errors.h"
 #include "memory.h"
@@ -35,6 +37,18 @@ uint64_t ToU64(const Napi::Value& v) {
   return static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
 }
 
+uint8_t* StructArg(Napi::Env env, const Napi::Value& v, size_t size, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, std::string(what) + ": the struct must be a Uint8Array");
+  }
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  if (a.ByteLength() != size) {
+    throw Napi::RangeError::New(env, std::string(what) + ": the struct must be " + std::to_string(size) + " bytes, got " +
+                                         std::to_string(a.ByteLength()));
+  }
+  return a.Data();
+}
+
 Napi::Function Vm::Define(Napi::Env env) {
   return DefineClass(env, "Vm",
                      {
@@ -49,6 +63,17 @@ Napi::Function Vm::Define(Napi::Env env) {
                          InstanceMethod<&Vm::SetDeviceAttr>("setDeviceAttr"),
                          InstanceMethod<&Vm::GetDeviceAttr>("getDeviceAttr"),
                          InstanceMethod<&Vm::HasDeviceAttr>("hasDeviceAttr"),
+                         InstanceMethod<&Vm::CreateIrqchip>("createIrqchip"),
+                         InstanceMethod<&Vm::CreatePit2>("createPit2"),
+                         InstanceMethod<&Vm::SetTssAddr>("setTssAddr"),
+                         InstanceMethod<&Vm::SetIdentityMapAddr>("setIdentityMapAddr"),
+                         InstanceMethod<&Vm::IrqLine>("irqLine"),
+                         InstanceMethod<&Vm::GetIrqchip>("getIrqchip"),
+                         InstanceMethod<&Vm::SetIrqchip>("setIrqchip"),
+                         InstanceMethod<&Vm::GetPit2>("getPit2"),
+                         InstanceMethod<&Vm::SetPit2>("setPit2"),
+                         InstanceMethod<&Vm::GetClock>("getClock"),
+                         InstanceMethod<&Vm::SetClock>("setClock"),
                          InstanceMethod<&Vm::GetCmmaBits>("getCmmaBits"),
                          InstanceMethod<&Vm::SetCmmaBits>("setCmmaBits"),
                          InstanceMethod<&Vm::Close>("close"),
@@ -153,6 +178,13 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
 #if defined(__x86_64__) || defined(__i386__)
   // A vCPU starts with an empty CPUID; without LM the kernel refuses EFER.LME in KVM_SET_SREGS.
   if (ioctl(vcpuFd, KVM_SET_CPUID2, cpuid_->data()) < 0) ThrowKvmError(env, errno, "KVM_SET_CPUID2");
+  // How large the vCPU's XSAVE image is (at least 4096 bytes; more with AMX), and so which GET
+  // the kernel wants: KVM_GET_XSAVE fails with EINVAL for an image above 4096 bytes.
+  int xsave2 = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+  if (xsave2 > 0) {
+    init.useXsave2 = true;
+    init.xsaveSize = static_cast<uint32_t>(std::max(xsave2, static_cast<int>(sizeof(kvm_xsave_region))));
+  }
 #endif
   if (ringBytes != 0) {
     init.ring = MapDirtyRing(vcpuFd, ringBytes, &err);
@@ -257,6 +289,110 @@ Napi::Value Vm::HasDeviceAttr(const Napi::CallbackInfo& info) {
   if (errno == ENXIO) return Napi::Boolean::New(env, false);
   ThrowKvmError(env, errno, "KVM_HAS_DEVICE_ATTR");
 }
+
+// ---- x86 in-kernel devices and the VM clock ------------------------------------------------
+
+#if defined(__x86_64__) || defined(__i386__)
+
+Napi::Value Vm::CreateIrqchip(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  // PIC master and slave, IOAPIC, and a local APIC for every later vCPU (so: before any vCPU)
+  if (ioctl(Fd(env, "KVM_CREATE_IRQCHIP"), KVM_CREATE_IRQCHIP, 0) < 0) ThrowKvmError(env, errno, "KVM_CREATE_IRQCHIP");
+  return env.Undefined();
+}
+
+// createPit2(flags): KVM_PIT_SPEAKER_DUMMY (1) is the only flag
+Napi::Value Vm::CreatePit2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_CREATE_PIT2");
+  kvm_pit_config config{};
+  config.flags = info[0].As<Napi::Number>().Uint32Value();
+  if (ioctl(fd, KVM_CREATE_PIT2, &config) < 0) ThrowKvmError(env, errno, "KVM_CREATE_PIT2");  // the i8254 PIT on IRQ 0 (needs the irqchip)
+  return env.Undefined();
+}
+
+// setTssAddr(addr): the ioctl takes the address itself, not a pointer
+Napi::Value Vm::SetTssAddr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_SET_TSS_ADDR");
+  unsigned long addr = static_cast<unsigned long>(info[0].As<Napi::Number>().Int64Value());
+  if (ioctl(fd, KVM_SET_TSS_ADDR, addr) < 0) ThrowKvmError(env, errno, "KVM_SET_TSS_ADDR");  // 3 guest pages VMX needs for real mode
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetIdentityMapAddr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_SET_IDENTITY_MAP_ADDR");
+  uint64_t addr = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+  // the guest page VMX uses for its identity page table in unpaged modes (before any vCPU)
+  if (ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) ThrowKvmError(env, errno, "KVM_SET_IDENTITY_MAP_ADDR");
+  return env.Undefined();
+}
+
+// irqLine(irq, level): a GSI's input line of the in-kernel PIC/IOAPIC
+Napi::Value Vm::IrqLine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "KVM_IRQ_LINE");
+  kvm_irq_level line{};
+  line.irq = info[0].As<Napi::Number>().Uint32Value();
+  line.level = info[1].As<Napi::Number>().Uint32Value();
+  if (ioctl(fd, KVM_IRQ_LINE, &line) < 0) ThrowKvmError(env, errno, "KVM_IRQ_LINE");  // raise or lower the line
+  return env.Undefined();
+}
+
+// One fixed-size struct in or out through the VM fd.
+static Napi::Value VmStructIoctl(const Napi::CallbackInfo& info, int fd, unsigned long request, const char* name, size_t size) {
+  Napi::Env env = info.Env();
+  uint8_t* data = StructArg(env, info[0], size, name);
+  if (ioctl(fd, request, data) < 0) ThrowKvmError(env, errno, name);
+  return env.Undefined();
+}
+
+// struct kvm_irqchip: chip_id (PIC master 0, slave 1, IOAPIC 2) chooses the chip
+Napi::Value Vm::GetIrqchip(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_GET_IRQCHIP"), KVM_GET_IRQCHIP, "KVM_GET_IRQCHIP", sizeof(kvm_irqchip));
+}
+Napi::Value Vm::SetIrqchip(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_SET_IRQCHIP"), KVM_SET_IRQCHIP, "KVM_SET_IRQCHIP", sizeof(kvm_irqchip));
+}
+// the PIT's three channels
+Napi::Value Vm::GetPit2(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_GET_PIT2"), KVM_GET_PIT2, "KVM_GET_PIT2", sizeof(kvm_pit_state2));
+}
+Napi::Value Vm::SetPit2(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_SET_PIT2"), KVM_SET_PIT2, "KVM_SET_PIT2", sizeof(kvm_pit_state2));
+}
+// kvmclock: the guest's view of time in ns
+Napi::Value Vm::GetClock(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_GET_CLOCK"), KVM_GET_CLOCK, "KVM_GET_CLOCK", sizeof(kvm_clock_data));
+}
+Napi::Value Vm::SetClock(const Napi::CallbackInfo& info) {
+  return VmStructIoctl(info, Fd(info.Env(), "KVM_SET_CLOCK"), KVM_SET_CLOCK, "KVM_SET_CLOCK", sizeof(kvm_clock_data));
+}
+
+#else
+
+// x86 requests: not sent elsewhere, where the kernel either lacks them or means something else
+// by them (arm64's KVM_IRQ_LINE numbers its lines differently); the struct layouts are x86's.
+#define X86_ONLY(method, name)                                          \
+  Napi::Value Vm::method(const Napi::CallbackInfo& info) {              \
+    Fd(info.Env(), name);                                               \
+    ThrowKvmError(info.Env(), ENOTTY, name, "an x86 request");          \
+  }
+X86_ONLY(CreateIrqchip, "KVM_CREATE_IRQCHIP")
+X86_ONLY(CreatePit2, "KVM_CREATE_PIT2")
+X86_ONLY(SetTssAddr, "KVM_SET_TSS_ADDR")
+X86_ONLY(SetIdentityMapAddr, "KVM_SET_IDENTITY_MAP_ADDR")
+X86_ONLY(IrqLine, "KVM_IRQ_LINE")
+X86_ONLY(GetIrqchip, "KVM_GET_IRQCHIP")
+X86_ONLY(SetIrqchip, "KVM_SET_IRQCHIP")
+X86_ONLY(GetPit2, "KVM_GET_PIT2")
+X86_ONLY(SetPit2, "KVM_SET_PIT2")
+X86_ONLY(GetClock, "KVM_GET_CLOCK")
+X86_ONLY(SetClock, "KVM_SET_CLOCK")
+#undef X86_ONLY
+
+#endif
 
 Napi::Value Vm::Close(const Napi::CallbackInfo& info) {
   CloseHandles();

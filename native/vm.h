@@ -1,6 +1,8 @@
 // Vm: a VM fd (KVM_CHECK_EXTENSION, KVM_ENABLE_CAP, KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU,
-// KVM_GET/CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS, KVM_SET/GET/HAS_DEVICE_ATTR, and in cmma.cc
-// KVM_S390_GET/SET_CMMA_BITS).
+// KVM_GET/CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS, KVM_SET/GET/HAS_DEVICE_ATTR, the x86 in-kernel
+// devices and clock (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_SET_TSS_ADDR,
+// KVM_SET_IDENTITY_MAP_ADDR, KVM_IRQ_LINE, KVM_GET/SET_IRQCHIP, KVM_GET/SET_PIT2,
+// KVM_GET/SET_CLOCK), and in cmma.cc KVM_S390_GET/SET_CMMA_BITS).
 #pragma once
 
 #include <napi.h>
@@ -61,6 +63,17 @@ class Vm : public Napi::ObjectWrap<Vm>, public Closable {
   Napi::Value SetDeviceAttr(const Napi::CallbackInfo& info);
   Napi::Value GetDeviceAttr(const Napi::CallbackInfo& info);
   Napi::Value HasDeviceAttr(const Napi::CallbackInfo& info);
+  Napi::Value CreateIrqchip(const Napi::CallbackInfo& info);
+  Napi::Value CreatePit2(const Napi::CallbackInfo& info);
+  Napi::Value SetTssAddr(const Napi::CallbackInfo& info);
+  Napi::Value SetIdentityMapAddr(const Napi::CallbackInfo& info);
+  Napi::Value IrqLine(const Napi::CallbackInfo& info);
+  Napi::Value GetIrqchip(const Napi::CallbackInfo& info);
+  Napi::Value SetIrqchip(const Napi::CallbackInfo& info);
+  Napi::Value GetPit2(const Napi::CallbackInfo& info);
+  Napi::Value SetPit2(const Napi::CallbackInfo& info);
+  Napi::Value GetClock(const Napi::CallbackInfo& info);
+  Napi::Value SetClock(const Napi::CallbackInfo& info);
   // cmma.cc
   Napi::Value GetCmmaBits(const Napi::CallbackInfo& info);
   Napi::Value SetCmmaBits(const Napi::CallbackInfo& info);
@@ -75,3 +88,8 @@ class Vm : public Napi::ObjectWrap<Vm>, public Closable {
 
 // A JS number or bigint as the u64 the kernel takes (bigints wrap modulo 2^64: -1n is all ones).
 uint64_t ToU64(const Napi::Value& v);
+
+// The bytes of a caller's Uint8Array that must hold exactly one kernel struct of `size` bytes
+// (the kernel reads or writes that many through the pointer): TypeError for another type,
+// RangeError for another length (a detached buffer has length 0).
+uint8_t* StructArg(Napi::Env env, const Napi::Value& v, size_t size, const char* what);

@@ -48,6 +48,32 @@ const workload: fc.Arbitrary<unknown> = fc.oneof(
 );
 
 type Call = { name: string; run: (w: World) => unknown };
+
+/** The paths to every leaf (number, bigint, Uint8Array, ...) of a struct's typed form. */
+function leafPaths(o: unknown, path: Array<string | number> = [], out: Array<Array<string | number>> = []): Array<Array<string | number>> {
+  if (typeof o === 'object' && o !== null && !(o instanceof Uint8Array)) {
+    for (const [k, v] of Object.entries(o)) leafPaths(v, [...path, Array.isArray(o) ? Number(k) : k], out);
+  } else out.push(path);
+  return out;
+}
+
+/** A copy of `value` with one leaf (the pick-th, cyclically) replaced; pick beyond the leaves deletes the object's first key. */
+function mutated(value: unknown, pick: number, replacement: unknown): unknown {
+  const copy = structuredClone(value) as Record<string | number, unknown>;
+  const paths = leafPaths(copy);
+  if (paths.length === 0 || typeof copy !== 'object' || copy === null) return replacement;
+  const path = paths[pick % paths.length];
+  if (path.length === 0) return replacement;
+  let at: Record<string | number, unknown> = copy;
+  for (const k of path.slice(0, -1)) at = at[k] as Record<string | number, unknown>;
+  if (pick % 7 === 6) delete at[path[path.length - 1]];
+  else at[path[path.length - 1]] = replacement;
+  return copy;
+}
+
+/** The vCPU state pieces with a getter and a setter, for get-mutate-set calls. */
+const VCPU_PIECES = ['Fpu', 'Xsave', 'Xcrs', 'Lapic', 'VcpuEvents', 'Debugregs', 'Cpuid2', 'State'] as const;
+const VM_PIECES = ['Pit2', 'Clock', 'State'] as const;
 const pick = <T>(xs: T[], i: number): T | undefined => (xs.length ? xs[i % xs.length] : undefined);
 
 const callArb: fc.Arbitrary<Call> = fc.oneof(
@@ -94,6 +120,42 @@ const callArb: fc.Arbitrary<Call> = fc.oneof(
   fc.tuple(fc.nat(), hostile, hostile).map(([i, out, max]) => ({ name: 'ring.harvest', run: (w: World) => pick(w.vcpus, i)?.dirtyRing?.harvest(out as DirtyPages, max as number) })),
   fc.tuple(fc.nat()).map(([i]) => ({ name: 'ring.pending', run: (w: World) => pick(w.vcpus, i)?.dirtyRing?.pending() })),
   fc.tuple(fc.nat(), hostile, hostile).map(([i, off, len]) => ({ name: 'memory.view', run: (w: World) => pick(w.memories, i)?.view(off as number, len as number) })),
+  // the full-state calls: raw hostile values, and real values with one field made hostile
+  fc.constantFrom('getMsrIndexList', 'getSupportedCpuid').map((m) => ({ name: `kvm.${m}`, run: (w: World) => w.kvm[m]() })),
+  fc.tuple(fc.nat(), fc.constantFrom('createIrqchip', 'getPit2', 'getClock', 'getState', 'stateSkipped')).map(([i, m]) => ({ name: `vm.${m}`, run: (w: World) => pick(w.vms, i)?.[m]() })),
+  fc.tuple(fc.nat(), fc.constantFrom('createPit2', 'setTssAddr', 'setIdentityMapAddr', 'getIrqchip', 'setPit2', 'setClock', 'setState'), hostile).map(([i, m, x]) => ({
+    name: `vm.${m}(hostile)`, run: (w: World) => (pick(w.vms, i)?.[m] as ((x: unknown) => unknown) | undefined)?.call(pick(w.vms, i), x),
+  })),
+  fc.tuple(fc.nat(), hostile, hostile).map(([i, irq, level]) => ({ name: 'vm.irqLine', run: (w: World) => pick(w.vms, i)?.irqLine(irq as number, level as number) })),
+  fc.tuple(fc.nat(), fc.constantFrom(0, 1, 2), fc.nat(), hostile).map(([i, chip, n, x]) => ({
+    name: 'vm.setIrqchip(mutated)',
+    run: (w: World) => { const vm = pick(w.vms, i); if (vm) vm.setIrqchip(chip, mutated(vm.getIrqchip(chip), n, x) as never); },
+  })),
+  fc.tuple(fc.nat(), fc.constantFrom(...VM_PIECES), fc.nat(), hostile).map(([i, piece, n, x]) => ({
+    name: `vm.set${piece}(mutated)`,
+    run: (w: World) => { const vm = pick(w.vms, i); if (vm) (vm[`set${piece}`] as (s: unknown) => void).call(vm, mutated((vm[`get${piece}`] as () => unknown).call(vm), n, x)); },
+  })),
+  fc.tuple(fc.nat(), fc.constantFrom('getFpu', 'getXsave', 'getXcrs', 'getLapic', 'getVcpuEvents', 'getDebugregs', 'getMpState', 'getCpuid2', 'getState', 'stateSkipped', 'completeIo', 'xsaveSize')).map(([i, m]) => ({
+    name: `vcpu.${m}`, run: (w: World) => { const v = pick(w.vcpus, i); return m === 'xsaveSize' ? v?.xsaveSize : (v?.[m] as (() => unknown) | undefined)?.call(v); },
+  })),
+  fc.tuple(fc.nat(), fc.constantFrom('setFpu', 'setXsave', 'setXcrs', 'setLapic', 'setVcpuEvents', 'setDebugregs', 'setMpState', 'setCpuid2', 'setState', 'getMsrs', 'setMsrs', 'loadImage'), hostile).map(([i, m, x]) => ({
+    name: `vcpu.${m}(hostile)`, run: (w: World) => { const v = pick(w.vcpus, i); return (v?.[m] as ((x: unknown) => unknown) | undefined)?.call(v, x); },
+  })),
+  fc.tuple(fc.nat(), fc.constantFrom(...VCPU_PIECES), fc.nat(), hostile).map(([i, piece, n, x]) => ({
+    name: `vcpu.set${piece}(mutated)`,
+    run: (w: World) => { const v = pick(w.vcpus, i); if (v) (v[`set${piece}`] as (s: unknown) => void).call(v, mutated((v[`get${piece}`] as () => unknown).call(v), n, x)); },
+  })),
+  fc.tuple(fc.nat(), fc.array(hostile, { maxLength: 4 }), fc.nat(), hostile).map(([i, idx, n, x]) => ({
+    name: 'vcpu.getMsrs/setMsrs(mutated)',
+    run: (w: World) => { const v = pick(w.vcpus, i); if (v) v.setMsrs(mutated(v.getMsrs(idx as number[]), n, x) as never); },
+  })),
+  fc.tuple(fc.nat(), hostile, hostile, hostile, hostile).map(([i, image, gpa, entry, stackTop]) => ({
+    name: 'vcpu.loadImage({...hostile})', run: (w: World) => pick(w.vcpus, i)?.loadImage({ image: image as Uint8Array, gpa: gpa as number, entry: entry as number, stackTop: stackTop as number }),
+  })),
+  fc.tuple(fc.nat(), hostile, hostile).map(([i, off, bytes]) => ({ name: 'memory.write', run: (w: World) => pick(w.memories, i)?.write(off as number, bytes as Uint8Array) })),
+  fc.tuple(fc.nat(), hostile, hostile).map(([i, off, len]) => ({ name: 'memory.dmaWrite', run: (w: World) => pick(w.memories, i)?.dmaWrite(off as number, len as number, (v) => v.fill(1)) })),
+  fc.tuple(fc.nat(), hostile, hostile).map(([i, off, len]) => ({ name: 'memory.markVmmDirty', run: (w: World) => pick(w.memories, i)?.markVmmDirty(off as number, len as number) })),
+  fc.tuple(fc.nat(), hostile).map(([i, into]) => ({ name: 'memory.takeVmmDirty', run: (w: World) => pick(w.memories, i)?.takeVmmDirty(into as DirtyBitmap) })),
   fc.tuple(fc.nat()).map(([i]) => ({ name: 'memory.dataRanges', run: (w: World) => pick(w.memories, i)?.dataRanges() })),
   fc.tuple(fc.nat(), fc.constantFrom('vcpu', 'vm', 'memory')).map(([i, what]) => ({
     name: `${what}.close`,

@@ -1,7 +1,7 @@
 // Closing: idempotent, children first, EBADF from every method of a closed object,
 // detached buffers, no fd left behind.
 import { readdirSync } from 'node:fs';
-import { DirtyBitmap, DirtyPages, Workload, type Kvm } from '../lib';
+import { Cap, DirtyBitmap, DirtyPages, IrqchipId, Workload, type Kvm } from '../lib';
 import { describeEachBackend, expectKvmError } from './helpers/backends';
 import { makeGuest } from './helpers/guest';
 
@@ -17,6 +17,9 @@ describeEachBackend('lifecycle', (b) => {
     expect(mem.buffer.byteLength).toBe(1024 * 4096);
     expect(ring.buffer.byteLength).toBe(ringBytes);
     const view = new Uint8Array(mem.buffer);
+    const xsaveGet = kvm.checkExtension(Cap.Xsave2) > 0 ? 'KVM_GET_XSAVE2' : 'KVM_GET_XSAVE';
+    const state = g.vcpu.getState();
+    const vmState = g.vm.getState();
     kvm.close();
     kvm.close(); // idempotent
 
@@ -33,6 +36,8 @@ describeEachBackend('lifecycle', (b) => {
     expectKvmError(() => kvm.checkExtension(192), 'EBADF', 'KVM_CHECK_EXTENSION');
     expectKvmError(() => kvm.getVcpuMmapSize(), 'EBADF', 'KVM_GET_VCPU_MMAP_SIZE');
     expectKvmError(() => kvm.createVm(), 'EBADF', 'KVM_CREATE_VM');
+    expectKvmError(() => kvm.getSupportedCpuid(), 'EBADF', 'KVM_GET_SUPPORTED_CPUID');
+    expectKvmError(() => kvm.getMsrIndexList(), 'EBADF', 'KVM_GET_MSR_INDEX_LIST');
 
     const vm = g.vm;
     expectKvmError(() => vm.checkExtension(192), 'EBADF', 'KVM_CHECK_EXTENSION');
@@ -50,6 +55,20 @@ describeEachBackend('lifecycle', (b) => {
     expectKvmError(() => vm.getMigrationMode(), 'EBADF', 'KVM_GET_DEVICE_ATTR');
     expectKvmError(() => vm.getCmmaBits({ startGfn: 0, count: 1 }), 'EBADF', 'KVM_S390_GET_CMMA_BITS');
     expectKvmError(() => vm.setCmmaBits({ startGfn: 0, values: new Uint8Array(1), mask: -1 }), 'EBADF', 'KVM_S390_SET_CMMA_BITS');
+    expectKvmError(() => vm.createIrqchip(), 'EBADF', 'KVM_CREATE_IRQCHIP');
+    expectKvmError(() => vm.createPit2(), 'EBADF', 'KVM_CREATE_PIT2');
+    expectKvmError(() => vm.setTssAddr(0xfffbd000), 'EBADF', 'KVM_SET_TSS_ADDR');
+    expectKvmError(() => vm.setIdentityMapAddr(0xfffbc000), 'EBADF', 'KVM_SET_IDENTITY_MAP_ADDR');
+    expectKvmError(() => vm.irqLine(4, 1), 'EBADF', 'KVM_IRQ_LINE');
+    expectKvmError(() => vm.getIrqchip(IrqchipId.PicMaster), 'EBADF', 'KVM_GET_IRQCHIP');
+    expectKvmError(() => vm.setIrqchip(IrqchipId.PicMaster, {} as never), 'EBADF', 'KVM_SET_IRQCHIP');
+    expectKvmError(() => vm.getPit2(), 'EBADF', 'KVM_GET_PIT2');
+    expectKvmError(() => vm.setPit2({} as never), 'EBADF', 'KVM_SET_PIT2');
+    expectKvmError(() => vm.getClock(), 'EBADF', 'KVM_GET_CLOCK');
+    expectKvmError(() => vm.setClock(vmState.clock!), 'EBADF', 'KVM_SET_CLOCK');
+    expectKvmError(() => vm.getState(), 'EBADF', 'KVM_GET_IRQCHIP');
+    expectKvmError(() => vm.setState(vmState), 'EBADF', 'KVM_SET_IRQCHIP');
+    expectKvmError(() => vm.stateSkipped(), 'EBADF', 'KVM_CHECK_EXTENSION');
 
     const v = g.vcpu;
     expectKvmError(() => v.run(), 'EBADF', 'KVM_RUN');
@@ -57,6 +76,34 @@ describeEachBackend('lifecycle', (b) => {
     expectKvmError(() => v.setRegs({ rax: 1n }), 'EBADF', 'KVM_SET_REGS');
     expectKvmError(() => v.getSregs(), 'EBADF', 'KVM_GET_SREGS');
     expectKvmError(() => v.load(Workload.spin()), 'EBADF');
+    expectKvmError(() => v.loadImage({ image: Uint8Array.of(0xf4) }), 'EBADF');
+    expectKvmError(() => v.completeIo(), 'EBADF', 'KVM_RUN');
+    expectKvmError(() => v.xsaveSize, 'EBADF');
+    expectKvmError(() => v.getFpu(), 'EBADF', 'KVM_GET_FPU');
+    expectKvmError(() => v.setFpu({} as never), 'EBADF', 'KVM_SET_FPU');
+    expectKvmError(() => v.getXsave(), 'EBADF', xsaveGet);
+    expectKvmError(() => v.setXsave({} as never), 'EBADF', 'KVM_SET_XSAVE');
+    expectKvmError(() => v.getXcrs(), 'EBADF', 'KVM_GET_XCRS');
+    expectKvmError(() => v.setXcrs({} as never), 'EBADF', 'KVM_SET_XCRS');
+    expectKvmError(() => v.getMsrs([0x10]), 'EBADF', 'KVM_GET_MSRS');
+    expectKvmError(() => v.setMsrs([]), 'EBADF', 'KVM_SET_MSRS');
+    expectKvmError(() => v.getLapic(), 'EBADF', 'KVM_GET_LAPIC');
+    expectKvmError(() => v.setLapic({} as never), 'EBADF', 'KVM_SET_LAPIC');
+    expectKvmError(() => v.getVcpuEvents(), 'EBADF', 'KVM_GET_VCPU_EVENTS');
+    expectKvmError(() => v.setVcpuEvents({} as never), 'EBADF', 'KVM_SET_VCPU_EVENTS');
+    expectKvmError(() => v.getDebugregs(), 'EBADF', 'KVM_GET_DEBUGREGS');
+    expectKvmError(() => v.setDebugregs({} as never), 'EBADF', 'KVM_SET_DEBUGREGS');
+    expectKvmError(() => v.getMpState(), 'EBADF', 'KVM_GET_MP_STATE');
+    expectKvmError(() => v.setMpState(0), 'EBADF', 'KVM_SET_MP_STATE');
+    expectKvmError(() => v.getCpuid2(), 'EBADF', 'KVM_GET_CPUID2');
+    expectKvmError(() => v.setCpuid2([]), 'EBADF', 'KVM_SET_CPUID2');
+    expectKvmError(() => v.getState(), 'EBADF', 'KVM_GET_REGS');
+    expectKvmError(() => v.setState(state), 'EBADF', 'KVM_SET_REGS');
+    expectKvmError(() => v.stateSkipped(), 'EBADF', 'KVM_CHECK_EXTENSION');
+    expectKvmError(() => mem.write(0, Uint8Array.of(1)), 'EBADF');
+    expectKvmError(() => mem.dmaWrite(0, 1, () => undefined), 'EBADF');
+    expectKvmError(() => mem.markVmmDirty(0, 1), 'EBADF');
+    expectKvmError(() => mem.takeVmmDirty(), 'EBADF');
     expectKvmError(() => v.kick(), 'EBADF');
     expectKvmError(() => mem.view(0, 4096), 'EBADF');
     expectKvmError(() => mem.dataRanges(), 'EBADF');

@@ -5,6 +5,7 @@
 //   gfn 512 .. 1535   slot 1  logged; ring entry offset = gfn - 512
 import { Cap, ExitReason, Workload, type Kvm } from '../lib';
 import { DIRTY_GFN_F_DIRTY, DIRTY_GFN_SIZE, DIRTY_LOG_PAGE_OFFSET, EXIT_IO_OUT, PAGE_SIZE } from '../lib/constants';
+import * as S from '../lib/kvm-structs';
 import { loadBinding } from '../lib/native/binding';
 import { DATA_GFN, DATA_SLOT, makeGuest } from './helpers/guest';
 import { describeNative } from './helpers/native';
@@ -28,6 +29,20 @@ describeNative('native mapping layout', (open) => {
     });
     // a real-time signal, never SIGUSR1 (10, Node's inspector)
     expect(layout.kickSignal).toBeGreaterThanOrEqual(34);
+  });
+
+  test('the state structs were compiled with the kernel\'s C layout that lib/kvm-structs.ts encodes', () => {
+    // Debian's 6.1 header declares flexible arrays that C++ sizes differently (kvm_msrs 16,
+    // kvm_xsave 4100): native/uapi.h substitutes the C layouts; this is what they came to.
+    expect(loadBinding().layout.stateStructs).toEqual({
+      regs: S.REGS_SIZE, sregs: S.SREGS_SIZE, sregsInterruptBitmap: 280,
+      fpu: S.FPU_SIZE, fpuXmm: 152, fpuMxcsr: 408, xsave: S.XSAVE_SIZE, xcrs: S.XCRS_SIZE,
+      msrsHeader: S.COUNTED_HEADER_SIZE, msrEntry: S.MSR_ENTRY_SIZE, lapic: S.LAPIC_SIZE,
+      vcpuEvents: S.VCPU_EVENTS_SIZE, vcpuEventsSipiVector: 16, vcpuEventsSmi: 24, vcpuEventsExceptionHasPayload: 55, vcpuEventsExceptionPayload: 56,
+      debugregs: S.DEBUGREGS_SIZE, debugregsFlags: 48, cpuidHeader: S.COUNTED_HEADER_SIZE, cpuidEntry: S.CPUID_ENTRY_SIZE,
+      irqchip: S.IRQCHIP_SIZE, irqchipChip: 8, ioapicRedirtbl: 24, pitState2: S.PIT_STATE2_SIZE, pitState2Flags: 72,
+      pitChannelCountLoadTime: 16, clockData: S.CLOCK_DATA_SIZE, clockDataRealtime: 16, clockDataHostTsc: 24,
+    });
   });
 
   test('kvm_run is KVM_GET_VCPU_MMAP_SIZE bytes and holds the exit the run returned', () => {

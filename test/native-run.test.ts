@@ -2,7 +2,7 @@
 // to that thread), and closing a vCPU whose run is in flight.
 import * as fs from 'node:fs';
 
-import { ExitReason, MemFlag, Workload, type Kvm } from '../lib';
+import { Cap, ExitReason, MemFlag, Workload, type Kvm } from '../lib';
 import type { NativeMemory } from '../lib/native/binding';
 import { makeGuest } from './helpers/guest';
 import { describeNative } from './helpers/native';
@@ -72,12 +72,30 @@ describeNative('native vCPU threads', (open) => {
   test('while runAsync is in flight, the vCPU ioctls that would block the JS thread are EBUSY', async () => {
     const g = makeGuest(kvm);
     g.vcpu.load(Workload.spin());
+    const state = g.vcpu.getState();
+    const xsaveGet = kvm.checkExtension(Cap.Xsave2) > 0 ? 'KVM_GET_XSAVE2' : 'KVM_GET_XSAVE';
     const running = g.vcpu.runAsync();
     for (const [call, ioctl] of [
       [() => g.vcpu.run(), 'KVM_RUN'],
       [() => g.vcpu.getRegs(), 'KVM_GET_REGS'],
       [() => g.vcpu.getSregs(), 'KVM_GET_SREGS'],
       [() => g.vcpu.load(Workload.spin()), 'KVM_GET_SREGS'],
+      [() => g.vcpu.loadImage({ image: Uint8Array.of(0xf4) }), 'KVM_GET_SREGS'],
+      [() => g.vcpu.completeIo(), 'KVM_RUN'],
+      [() => g.vcpu.getState(), 'KVM_GET_REGS'],
+      [() => g.vcpu.setState(state), 'KVM_SET_CPUID2'],
+      [() => g.vcpu.getFpu(), 'KVM_GET_FPU'],
+      [() => g.vcpu.getXsave(), xsaveGet],
+      [() => g.vcpu.setXsave(state.xsave!), 'KVM_SET_XSAVE'],
+      [() => g.vcpu.getXcrs(), 'KVM_GET_XCRS'],
+      [() => g.vcpu.getMsrs([0x10]), 'KVM_GET_MSRS'],
+      [() => g.vcpu.setMsrs([]), 'KVM_SET_MSRS'],
+      [() => g.vcpu.getVcpuEvents(), 'KVM_GET_VCPU_EVENTS'],
+      [() => g.vcpu.getDebugregs(), 'KVM_GET_DEBUGREGS'],
+      [() => g.vcpu.getMpState(), 'KVM_GET_MP_STATE'],
+      [() => g.vcpu.setMpState(0), 'KVM_SET_MP_STATE'],
+      [() => g.vcpu.getCpuid2(), 'KVM_GET_CPUID2'],
+      [() => g.vcpu.setCpuid2([]), 'KVM_SET_CPUID2'],
     ] as const) {
       expect(call).toThrow(expect.objectContaining({ name: 'KvmError', code: 'EBUSY', ioctl }));
     }

@@ -33,7 +33,11 @@
 //   Kconfig does not select KVM_GENERIC_DIRTYLOG_READ_PROTECT. arm64 fails the s390 ioctls and
 //   KVM_GET_DEVICE_ATTR with its kvm_arch_vm_ioctl() default, EINVAL; its one VM attribute is
 //   the SMCCC filter (group 0, attr 0).
-// - The registers are x86's on every profile: the workloads are x86 code.
+// - The registers are x86's on every profile: the workloads are x86 code. So is the rest of the
+//   vCPU and VM state (state.ts): FPU, debug registers, MP state, CPUID storage, TSS and
+//   identity-map addresses and kvmclock are modelled; there is no in-kernel irqchip, PIT,
+//   XSAVE, XCRS or vCPU events (their caps answer 0, their requests fail as a kernel without
+//   them, or a VM without them, does) and no MSR.
 
 import type { BackendOptions, BackendSystem } from '../backend';
 import { profileFor } from './profiles';

@@ -4,6 +4,7 @@
 
 import { availableParallelism } from 'node:os';
 import { Cap, DIRTY_GFN_SIZE, DIRTY_RING_MAX_ENTRIES, DIRTY_RING_RSVD_ENTRIES, PAGE_SIZE, type Arch } from '../constants';
+import { CLOCK_VALID_FLAGS } from './state';
 
 export interface Profile {
   readonly arch: Arch;
@@ -150,6 +151,16 @@ export function checkExtension(p: Profile, cap: number): number {
     case Cap.S390CmmaMigration:
     case Cap.VmAttributes:
       return p.cmma ? 1 : 0;
+    // The vCPU and VM state state.ts models, on every profile (the registers are x86's
+    // everywhere). Not modelled, so 0 (the default): Irqchip, Pit, Pit2, PitState2, Xsave,
+    // Xsave2, Xcrs, VcpuEvents.
+    case Cap.MpState:
+    case Cap.Debugregs:
+    case Cap.SetTssAddr:
+    case Cap.SetIdentityMapAddr:
+      return 1;
+    case Cap.AdjustClock:
+      return CLOCK_VALID_FLAGS;
     default:
       return 0;
   }

@@ -50,6 +50,19 @@ export class EmulatedSystem implements BackendSystem {
     return new EmulatedVm(this.#profile);
   }
 
+  /**
+   * The emulated CPU executes only the harness's workloads, never CPUID: it offers no leaves
+   * (a table of 0 entries; the vCPUs still keep what KVM_SET_CPUID2 gives them).
+   */
+  getSupportedCpuid(): Uint8Array {
+    return new Uint8Array(8);
+  }
+
+  /** The emulated vCPU knows no MSR (KVM_GET/SET_MSRS process none), so none is listed. */
+  getMsrIndexList(): Uint32Array {
+    return new Uint32Array(0);
+  }
+
   close(): void {
     // Nothing to release: the VMs were closed first.
   }

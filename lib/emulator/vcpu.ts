@@ -26,6 +26,7 @@ import { Access, ModelCpu, R, REG_NAMES, Stop, runModel, type GuestBus } from '.
 import { HARNESS_SIZE, MAX_MAP_BYTES, SPIN_CODE, SPIN_GPA, installHarness, longModeSregs, workloadRegs } from '../guest/x86';
 import type { Memslot } from './memory';
 import { EmulatedRing } from './ring';
+import { EmulatedVcpuState, emulatedMsrIo } from './state';
 import type { EmulatedVm } from './vm';
 
 /** Loop iterations (writes or spins) per slice of runAsync() between looks at kick(). */
@@ -56,6 +57,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   #run: DataView;
   readonly #cpu = new ModelCpu();
   #sregs: Sregs = resetSregs();
+  readonly #state = new EmulatedVcpuState();
   #kicked = false;
   #running = false;
   #closed = false;
@@ -148,6 +150,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   /** KVM_RUN steps 1-3 (see the top of the file); null when the guest may run. */
   #enter(): ExitInfo | null {
     const cpu = this.#cpu;
+    this.#state.hasRun = true;
     cpu.completeUserspaceIo(this.#run.getUint32(RUN_UNION + 8, true), this.#run.getUint32(RUN_UNION + 12, true));
     if (this.#kicked || this.#run.getUint8(RUN_IMMEDIATE_EXIT) !== 0) return this.#intr();
     if (this.ring !== null && this.ring.checkRequest()) return this.#reason(ExitReason.DirtyRingFull);
@@ -367,6 +370,89 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   setSregs(sregs: Sregs): void {
     this.#sregs = copySregs(sregs);
     this.#layoutStale = true;
+  }
+
+  // ---- the rest of the x86 state (state.ts says what is modelled) ----
+
+  /** KVM_CAP_XSAVE2 is 0: the 4096 bytes of struct kvm_xsave (no request reaches it, see getXsave). */
+  readonly xsaveSize = 4096;
+
+  getFpu(fpu: Uint8Array): void {
+    this.#state.getFpu(fpu);
+  }
+
+  setFpu(fpu: Uint8Array): void {
+    this.#state.setFpu(fpu);
+  }
+
+  // KVM_CAP_XSAVE, _XCRS and _VCPU_EVENTS are 0 here: their requests get x86
+  // kvm_arch_vcpu_ioctl()'s default for a request it does not have, EINVAL (as the native host
+  // answers an unknown vCPU ioctl).
+  getXsave(): void {
+    fail('EINVAL', 'KVM_GET_XSAVE', 'the emulated kernel has no KVM_CAP_XSAVE');
+  }
+
+  setXsave(): void {
+    fail('EINVAL', 'KVM_SET_XSAVE', 'the emulated kernel has no KVM_CAP_XSAVE');
+  }
+
+  getXcrs(): void {
+    fail('EINVAL', 'KVM_GET_XCRS', 'the emulated kernel has no KVM_CAP_XCRS');
+  }
+
+  setXcrs(): void {
+    fail('EINVAL', 'KVM_SET_XCRS', 'the emulated kernel has no KVM_CAP_XCRS');
+  }
+
+  getVcpuEvents(): void {
+    fail('EINVAL', 'KVM_GET_VCPU_EVENTS', 'the emulated kernel has no KVM_CAP_VCPU_EVENTS');
+  }
+
+  setVcpuEvents(): void {
+    fail('EINVAL', 'KVM_SET_VCPU_EVENTS', 'the emulated kernel has no KVM_CAP_VCPU_EVENTS');
+  }
+
+  getMsrs(msrs: Uint8Array): number {
+    return emulatedMsrIo(msrs, 'KVM_GET_MSRS');
+  }
+
+  setMsrs(msrs: Uint8Array): number {
+    return emulatedMsrIo(msrs, 'KVM_SET_MSRS');
+  }
+
+  // No in-kernel irqchip can exist (KVM_CREATE_IRQCHIP is ENOTTY), so no local APIC either:
+  // kvm_arch_vcpu_ioctl() answers EINVAL when !lapic_in_kernel(vcpu), as the native host does
+  // for a VM without KVM_CREATE_IRQCHIP.
+  getLapic(): void {
+    fail('EINVAL', 'KVM_GET_LAPIC', 'no in-kernel local APIC (the emulator has no irqchip)');
+  }
+
+  setLapic(): void {
+    fail('EINVAL', 'KVM_SET_LAPIC', 'no in-kernel local APIC (the emulator has no irqchip)');
+  }
+
+  getDebugregs(regs: Uint8Array): void {
+    this.#state.getDebugregs(regs);
+  }
+
+  setDebugregs(regs: Uint8Array): void {
+    this.#state.setDebugregs(regs);
+  }
+
+  getMpState(): number {
+    return this.#state.getMpState();
+  }
+
+  setMpState(state: number): void {
+    this.#state.setMpState(state);
+  }
+
+  getCpuid2(cpuid: Uint8Array): number {
+    return this.#state.getCpuid2(cpuid);
+  }
+
+  setCpuid2(cpuid: Uint8Array): void {
+    this.#state.setCpuid2(cpuid);
   }
 
   /**

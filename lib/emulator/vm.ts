@@ -17,6 +17,7 @@ import { EmulatedCmma, type CmmaSlot } from './cmma';
 import { EmulatedMemory, Memslot, bitmapWords32 } from './memory';
 import { checkExtension, type Profile } from './profiles';
 import { fls64, type Reprotector } from './ring';
+import { EmulatedVmState } from './state';
 import { EmulatedVcpu } from './vcpu';
 
 /** KVM_MEM_MAX_NR_PAGES on 64-bit hosts. */
@@ -42,6 +43,7 @@ export class EmulatedVm implements BackendVm, Reprotector {
   readonly #cmma: EmulatedCmma | null;
   readonly emulator: EmulatorHooks;
   #warnedNoVcpu = false;
+  readonly #state = new EmulatedVmState();
 
   constructor(profile: Profile) {
     this.profile = profile;
@@ -465,6 +467,59 @@ export class EmulatedVm implements BackendVm, Reprotector {
   #noCmma(ioctl: string): never {
     if (this.profile.arch === 'arm64') fail('EINVAL', ioctl, 'arm64 has no CMMA (kvm_arch_vm_ioctl default)');
     fail('ENOTTY', ioctl, 'x86 has no CMMA (rule 99)');
+  }
+
+  // ---- x86 in-kernel devices and clock (state.ts says what is modelled) ----
+
+  /**
+   * The emulator has no in-kernel PIC, IOAPIC or PIT (KVM_CAP_IRQCHIP and KVM_CAP_PIT2 answer
+   * 0): creating them gets kvm_arch_vm_ioctl()'s default for a request the kernel does not
+   * have, ENOTTY (as the native host answers an unknown VM ioctl).
+   */
+  createIrqchip(): void {
+    fail('ENOTTY', 'KVM_CREATE_IRQCHIP', 'the emulator has no in-kernel irqchip (KVM_CAP_IRQCHIP is 0)');
+  }
+
+  createPit2(): void {
+    fail('ENOTTY', 'KVM_CREATE_PIT2', 'the emulator has no in-kernel PIT (KVM_CAP_PIT2 is 0)');
+  }
+
+  // With none created, the device requests fail as x86 fails them for a VM without them
+  // (measured on the native host): ENXIO for !irqchip_kernel(kvm) and for !kvm->arch.vpit.
+  irqLine(): void {
+    fail('ENXIO', 'KVM_IRQ_LINE', 'no in-kernel irqchip');
+  }
+
+  getIrqchip(): void {
+    fail('ENXIO', 'KVM_GET_IRQCHIP', 'no in-kernel irqchip');
+  }
+
+  setIrqchip(): void {
+    fail('ENXIO', 'KVM_SET_IRQCHIP', 'no in-kernel irqchip');
+  }
+
+  getPit2(): void {
+    fail('ENXIO', 'KVM_GET_PIT2', 'no in-kernel PIT');
+  }
+
+  setPit2(): void {
+    fail('ENXIO', 'KVM_SET_PIT2', 'no in-kernel PIT');
+  }
+
+  setTssAddr(addr: number): void {
+    this.#state.setTssAddr(addr);
+  }
+
+  setIdentityMapAddr(addr: number): void {
+    this.#state.setIdentityMapAddr(addr, this.createdVcpus);
+  }
+
+  getClock(clock: Uint8Array): void {
+    this.#state.getClock(clock);
+  }
+
+  setClock(clock: Uint8Array): void {
+    this.#state.setClock(clock);
   }
 
   close(): void {

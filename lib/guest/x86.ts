@@ -15,7 +15,8 @@
 //   1         0x001000               PML4: entry 0 -> PDPT
 //   2         0x002000               PDPT: entry i -> PD i, for i < ceil(mapBytes / 1 GiB); the rest 0
 //   3         0x003000               code: stride @ 0x3000, random @ 0x3080, counter @ 0x3100, spin @ 0x3180
-//   4..255    0x004000..0x0fffff     unused (zeros)
+//   4         0x004000               GDT of an image (loadImage): null, 64-bit code (0x08), data (0x10)
+//   5..255    0x005000..0x0fffff     unused (zeros)
 //   256..511  0x100000..0x1fffff     PD 0..255: PD i, entry j maps the 2 MiB page (i * 512 + j) << 21
 //
 //   workload data: pages >= 512 (gpa >= 2 MiB), identity-mapped up to 256 GiB
@@ -223,6 +224,39 @@ function flatSegment(selector: number, code: boolean): Segment {
     g: 1,
     avl: 0,
     unusable: 0,
+  };
+}
+
+/** gpa of the GDT loadImage() installs (harness page 4). */
+export const GDT_GPA = 0x4000;
+/** Its descriptors: null, 64-bit code (DPL 0, selector 0x08), data (selector 0x10). */
+export const GDT_ENTRIES: readonly bigint[] = [0n, 0x00af_9b00_0000_ffffn, 0x00cf_9300_0000_ffffn];
+/** CR0 of an image: PE | MP | ET | NE | WP | PG (MP and NE: SSE and x87 errors as a C guest expects). */
+export const IMAGE_CR0 = 0x8001_0033n;
+/** CR4 of an image: PAE | OSFXSR | OSXMMEXCPT (SSE instructions allowed). */
+export const IMAGE_CR4 = 0x620n;
+/** An image's page tables map at least 4 GiB, so the local APIC (0xfee00000) and IOAPIC (0xfec00000) are reachable. */
+export const IMAGE_MIN_MAP_BYTES = 4 * GIB;
+
+/**
+ * Writes the GDT of GDT_ENTRIES at GDT_GPA into `harness` (a host view of gpa [0, 2 MiB)). The
+ * harness's selectors then name real descriptors: an interrupt gate with selector 0x08 and
+ * IRETQ (which reloads CS and SS from the stack) find what KVM_SET_SREGS loaded.
+ */
+export function installGdt(harness: Uint8Array): void {
+  const view = new DataView(harness.buffer, harness.byteOffset, HARNESS_SIZE);
+  harness.fill(0, GDT_GPA, GDT_GPA + PAGE_SIZE);
+  GDT_ENTRIES.forEach((d, i) => view.setBigUint64(GDT_GPA + i * 8, d, true));
+}
+
+/** longModeSregs() for an image: the GDT above, SSE enabled (IMAGE_CR0, IMAGE_CR4), the IDT empty until the guest loads its own. */
+export function imageSregs(sregs: Sregs): Sregs {
+  return {
+    ...longModeSregs(sregs),
+    gdt: { base: BigInt(GDT_GPA), limit: GDT_ENTRIES.length * 8 - 1 },
+    idt: { base: 0n, limit: 0 },
+    cr0: IMAGE_CR0,
+    cr4: IMAGE_CR4,
   };
 }
 

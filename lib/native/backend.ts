@@ -18,6 +18,7 @@ import type {
 import { Cap, DIRTY_RING_RSVD_ENTRIES, EXIT_IO_OUT, ExitReason, type Arch } from '../constants';
 import { fail, isKvmError, KvmError } from '../errors';
 import { HARNESS_SIZE, installHarness, longModeSregs, MAX_MAP_BYTES, workloadRegs } from '../guest/x86';
+import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REGS_SIZE, SREGS_SIZE } from '../kvm-structs';
 import { hostArch } from '../open';
 import { loadBinding, type NativeExitFields, type NativeMemory, type NativeSystem, type NativeVcpu, type NativeVm } from './binding';
 import { cpuDirtyLogSize, hostInfo } from './host';
@@ -80,6 +81,14 @@ class NativeSystemBackend implements BackendSystem {
 
   createVm(type: number): BackendVm {
     return new NativeVmBackend(this.system.createVm(type), this.decodeExit);
+  }
+
+  getSupportedCpuid(): Uint8Array {
+    return this.system.getSupportedCpuid();
+  }
+
+  getMsrIndexList(): Uint32Array {
+    return this.system.getMsrIndexList();
   }
 
   close(): void {
@@ -160,6 +169,50 @@ class NativeVmBackend implements BackendVm {
     this.vm.setCmmaBits(args.startGfn, args.count, args.flags, args.mask, values);
   }
 
+  createIrqchip(): void {
+    this.vm.createIrqchip();
+  }
+
+  createPit2(flags: number): void {
+    this.vm.createPit2(flags);
+  }
+
+  setTssAddr(addr: number): void {
+    this.vm.setTssAddr(addr);
+  }
+
+  setIdentityMapAddr(addr: number): void {
+    this.vm.setIdentityMapAddr(addr);
+  }
+
+  irqLine(irq: number, level: number): void {
+    this.vm.irqLine(irq, level);
+  }
+
+  getIrqchip(chip: Uint8Array): void {
+    this.vm.getIrqchip(chip);
+  }
+
+  setIrqchip(chip: Uint8Array): void {
+    this.vm.setIrqchip(chip);
+  }
+
+  getPit2(pit: Uint8Array): void {
+    this.vm.getPit2(pit);
+  }
+
+  setPit2(pit: Uint8Array): void {
+    this.vm.setPit2(pit);
+  }
+
+  getClock(clock: Uint8Array): void {
+    this.vm.getClock(clock);
+  }
+
+  setClock(clock: Uint8Array): void {
+    this.vm.setClock(clock);
+  }
+
   close(): void {
     this.vm.close();
     this.#slots.clear();
@@ -197,6 +250,9 @@ class NativeVcpuBackend implements BackendVcpu {
   readonly harvestRing?: (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
   /** Where the addon leaves each run()'s exit. */
   private readonly exitState: Float64Array;
+  /** struct kvm_regs and kvm_sregs, reused by every call (decoding copies out of them) */
+  readonly #regs = new Uint8Array(REGS_SIZE);
+  readonly #sregs = new Uint8Array(SREGS_SIZE);
 
   constructor(
     private readonly vcpu: NativeVcpu,
@@ -230,19 +286,97 @@ class NativeVcpuBackend implements BackendVcpu {
   }
 
   getRegs(): Regs {
-    return this.vcpu.getRegs();
+    this.vcpu.getRegs(this.#regs);
+    return decodeRegs(this.#regs);
   }
 
   setRegs(regs: Regs): void {
-    this.vcpu.setRegs(regs);
+    this.vcpu.setRegs(encodeRegs(regs, this.#regs));
   }
 
   getSregs(): Sregs {
-    return this.vcpu.getSregs();
+    this.vcpu.getSregs(this.#sregs);
+    return decodeSregs(this.#sregs);
   }
 
   setSregs(sregs: Sregs): void {
-    this.vcpu.setSregs(sregs);
+    this.vcpu.setSregs(encodeSregs(sregs, this.#sregs));
+  }
+
+  get xsaveSize(): number {
+    return this.vcpu.xsaveSize;
+  }
+
+  getFpu(fpu: Uint8Array): void {
+    this.vcpu.getFpu(fpu);
+  }
+
+  setFpu(fpu: Uint8Array): void {
+    this.vcpu.setFpu(fpu);
+  }
+
+  getXsave(xsave: Uint8Array): void {
+    this.vcpu.getXsave(xsave);
+  }
+
+  setXsave(xsave: Uint8Array): void {
+    this.vcpu.setXsave(xsave);
+  }
+
+  getXcrs(xcrs: Uint8Array): void {
+    this.vcpu.getXcrs(xcrs);
+  }
+
+  setXcrs(xcrs: Uint8Array): void {
+    this.vcpu.setXcrs(xcrs);
+  }
+
+  getMsrs(msrs: Uint8Array): number {
+    return this.vcpu.getMsrs(msrs);
+  }
+
+  setMsrs(msrs: Uint8Array): number {
+    return this.vcpu.setMsrs(msrs);
+  }
+
+  getLapic(lapic: Uint8Array): void {
+    this.vcpu.getLapic(lapic);
+  }
+
+  setLapic(lapic: Uint8Array): void {
+    this.vcpu.setLapic(lapic);
+  }
+
+  getVcpuEvents(events: Uint8Array): void {
+    this.vcpu.getVcpuEvents(events);
+  }
+
+  setVcpuEvents(events: Uint8Array): void {
+    this.vcpu.setVcpuEvents(events);
+  }
+
+  getDebugregs(regs: Uint8Array): void {
+    this.vcpu.getDebugregs(regs);
+  }
+
+  setDebugregs(regs: Uint8Array): void {
+    this.vcpu.setDebugregs(regs);
+  }
+
+  getMpState(): number {
+    return this.vcpu.getMpState();
+  }
+
+  setMpState(state: number): void {
+    this.vcpu.setMpState(state);
+  }
+
+  getCpuid2(cpuid: Uint8Array): number {
+    return this.vcpu.getCpuid2(cpuid);
+  }
+
+  setCpuid2(cpuid: Uint8Array): void {
+    this.vcpu.setCpuid2(cpuid);
   }
 
   /**
@@ -269,8 +403,8 @@ class NativeVcpuBackend implements BackendVcpu {
     if (view.length === 0) fail('EBADF', undefined, 'the memory of the slot at guest-physical 0 is closed');
     const mapBytes = Math.min(Math.ceil(top / GIB) * GIB, MAX_MAP_BYTES);
     installHarness(view, mapBytes);
-    this.vcpu.setSregs(longModeSregs(this.vcpu.getSregs()));
-    this.vcpu.setRegs(regs);
+    this.setSregs(longModeSregs(this.getSregs()));
+    this.setRegs(regs);
   }
 
   close(): void {

@@ -8,7 +8,6 @@ import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import type { Regs, Sregs } from '../backend';
 import { KvmError } from '../errors';
 
 /** The /dev/kvm fd. `new System(path)` opens the device (O_RDWR | O_CLOEXEC). */
@@ -17,6 +16,8 @@ export interface NativeSystem {
   checkExtension(cap: number): number;
   getVcpuMmapSize(): number;
   createVm(type: number): NativeVm;
+  getSupportedCpuid(): Uint8Array;
+  getMsrIndexList(): Uint32Array;
   close(): void;
 }
 
@@ -48,6 +49,17 @@ export interface NativeVm {
   hasDeviceAttr(group: number, attr: number): boolean;
   getCmmaBits(startGfn: number, count: number, flags: number, values: Uint8Array): { startGfn: number; count: number; flags: number; remaining: number };
   setCmmaBits(startGfn: number, count: number, flags: number, mask: bigint, values: Uint8Array): void;
+  createIrqchip(): void;
+  createPit2(flags: number): void;
+  setTssAddr(addr: number): void;
+  setIdentityMapAddr(addr: number): void;
+  irqLine(irq: number, level: number): void;
+  getIrqchip(chip: Uint8Array): void;
+  setIrqchip(chip: Uint8Array): void;
+  getPit2(pit: Uint8Array): void;
+  setPit2(pit: Uint8Array): void;
+  getClock(clock: Uint8Array): void;
+  setClock(clock: Uint8Array): void;
   close(): void;
 }
 
@@ -63,11 +75,32 @@ export interface NativeVcpu {
   /** The last run()'s exit, encoded (layout.exitFields). */
   readonly exitState: Float64Array;
   kick(): void;
-  getRegs(): Regs;
-  setRegs(regs: Regs): void;
-  getSregs(): Sregs;
-  setSregs(sregs: Sregs): void;
+  /** struct kvm_regs (144 bytes) in or out */
+  getRegs(regs: Uint8Array): void;
+  setRegs(regs: Uint8Array): void;
+  /** struct kvm_sregs (312 bytes) in or out */
+  getSregs(sregs: Uint8Array): void;
+  setSregs(sregs: Uint8Array): void;
   harvestRing(fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number): number;
+  readonly xsaveSize: number;
+  getFpu(fpu: Uint8Array): void;
+  setFpu(fpu: Uint8Array): void;
+  getXsave(xsave: Uint8Array): void;
+  setXsave(xsave: Uint8Array): void;
+  getXcrs(xcrs: Uint8Array): void;
+  setXcrs(xcrs: Uint8Array): void;
+  getMsrs(msrs: Uint8Array): number;
+  setMsrs(msrs: Uint8Array): number;
+  getLapic(lapic: Uint8Array): void;
+  setLapic(lapic: Uint8Array): void;
+  getVcpuEvents(events: Uint8Array): void;
+  setVcpuEvents(events: Uint8Array): void;
+  getDebugregs(regs: Uint8Array): void;
+  setDebugregs(regs: Uint8Array): void;
+  getMpState(): number;
+  setMpState(state: number): void;
+  getCpuid2(cpuid: Uint8Array): number;
+  setCpuid2(cpuid: Uint8Array): void;
   close(): void;
 }
 
@@ -85,6 +118,8 @@ export interface NativeLayout {
   kickSignal: number;
   /** indexes of an exit's fields in NativeVcpu.exitState (native/vcpu.h ExitField) */
   exitFields: NativeExitFields;
+  /** x86: sizes and offsets of the state structs as compiled (lib/kvm-structs.ts uses the same) */
+  stateStructs?: Record<string, number>;
 }
 
 export interface NativeExitFields {
