@@ -226,12 +226,16 @@ export class ReplicaImage {
     if (!s || s.epoch !== r.epoch) {
       throw new StreamError('EORDER', f.offset, `StorageAttrs of epoch ${r.epoch} ${s ? `inside epoch ${s.epoch}` : 'outside an epoch'}`);
     }
+    // A run may span slots that lie back to back (KVM_S390_GET_CMMA_BITS reads across them): staged per slot.
     for (const run of r.runs) {
-      const k = this.#slotOf(run.startGfn);
-      if (k < 0 || run.startGfn + run.values.length > this.#slotGfn[k] + this.#slotPages[k]) {
-        throw new StreamError('EFRAME', f.offset, `StorageAttrs of epoch ${r.epoch}: pages ${run.startGfn}..${run.startGfn + run.values.length - 1} are not in one memory slot`);
+      for (let at = 0; at < run.values.length;) {
+        const gfn = run.startGfn + at;
+        const k = this.#slotOf(gfn);
+        if (k < 0) throw new StreamError('EFRAME', f.offset, `StorageAttrs of epoch ${r.epoch}: page ${gfn} is in no memory slot`);
+        const n = Math.min(run.values.length - at, this.#slotGfn[k] + this.#slotPages[k] - gfn);
+        s.attrs.push({ startGfn: gfn, values: Uint8Array.from(run.values.subarray(at, at + n)) });
+        at += n;
       }
-      s.attrs.push({ startGfn: run.startGfn, values: Uint8Array.from(run.values) });
     }
   }
 
@@ -244,11 +248,11 @@ export class ReplicaImage {
     }
     const wantPart = this.#staged ? this.#staged.parts.length : 0;
     if (part.part !== wantPart) throw new StreamError('EORDER', f.offset, `epoch ${part.epoch}: part ${part.part} where part ${wantPart} was due`);
-    if (part.part === 0 && part.vcpus.length > 0) {
+    if (part.part === 0) {
       // Every vCPU's registers, or none: an epoch without them changes memory only (a
-      // pre-copy round of live migration, taken while the guest runs).
+      // pre-copy round of live migration, taken while the guest runs; it may carry outputs).
       const ids = layout.vcpus.map((v) => v.id).join(',');
-      if (part.vcpus.map((v) => v.id).join(',') !== ids) {
+      if (part.vcpus.length > 0 && part.vcpus.map((v) => v.id).join(',') !== ids) {
         throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch}: registers of vCPUs [${part.vcpus.map((v) => v.id)}], the machine has [${ids}]`);
       }
     } else if (part.vcpus.length || part.outputs.length) {

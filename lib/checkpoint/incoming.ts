@@ -34,6 +34,8 @@ export interface ReceiveMigrationOptions {
   /** dirty tracking of the new VM (default: the ring where the kernel has one) */
   mode?: DirtyMode | 'auto';
   onListening?: (port: number) => void;
+  /** give up when no source connected within this many ms (default: wait) */
+  acceptTimeoutMs?: number;
   /** the output client the guest's outputs go to once the destination owns the guest */
   outputs?: { port: number; host?: string } | null;
   /** I/O ports whose OUTs are guest output (default 0x11, the counter's) */
@@ -77,18 +79,29 @@ export interface IncomingMigration {
 export async function receiveMigration(o: ReceiveMigrationOptions): Promise<IncomingMigration> {
   if (typeof o !== 'object' || o === null || typeof o.kvm !== 'object') throw new TypeError('options must be { kvm, listen | socket, ... }');
   if (!o.socket === !o.listen) throw new TypeError('give exactly one of listen and socket');
-  const socket = o.socket ?? (await acceptOne(o.listen!, o.onListening));
+  const socket = o.socket ?? (await acceptOne(o.listen!, o.onListening, o.acceptTimeoutMs));
   return receive(socket, o);
 }
 
-function acceptOne(listen: { port: number; host?: string }, onListening?: (port: number) => void): Promise<Socket> {
+function acceptOne(listen: { port: number; host?: string }, onListening?: (port: number) => void, timeoutMs?: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
     const server: Server = createServer({ noDelay: true }, (s) => {
+      clearTimeout(timer);
       server.close();
       resolve(s);
     });
     server.once('error', reject);
-    server.listen(listen.port, listen.host ?? '127.0.0.1', () => onListening?.((server.address() as { port: number }).port));
+    server.listen(listen.port, listen.host ?? '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          server.close();
+          reject(new Error(`no source connected to ${listen.host ?? '127.0.0.1'}:${port} within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      onListening?.(port);
+    });
   });
 }
 

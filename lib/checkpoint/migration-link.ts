@@ -90,6 +90,7 @@ export class Link {
 
   /** Writes a buffer; resolves once it is handed to the kernel. */
   write(buf: Buffer): Promise<void> {
+    if (this.socket.destroyed) return Promise.reject(new Error('the connection is closed'));
     return new Promise((resolve, reject) => this.socket.write(buf, (e) => (e ? reject(e) : resolve())));
   }
 

@@ -293,8 +293,13 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
     });
     const l = link;
     const send = async (buf: Buffer): Promise<void> => {
+      if (failure) throw failure;
       stats.transferredBytes += buf.length;
-      await paced(l, buf, o.maxBandwidthMBps);
+      try {
+        await paced(l, buf, o.maxBandwidthMBps);
+      } catch (e) {
+        throw failure ?? new Error(`the connection to the destination ${where} broke: ${(e as Error).message}`);
+      }
     };
     await send(writer.header(describeMachine(machine)));
     // The first Pong comes once the destination has built its VM; the round trip is the least of the next three.
