@@ -47,10 +47,14 @@ export enum FrameType {
   Output = 7,
   /** output client -> server: the next output sequence number it expects */
   OutputAck = 8,
+  /** primary -> replica, right after the Header (extension 1, with a coordinator): the lease the stream is written under */
+  Lease = 9,
+  /** VM host -> output client, first (extension 1, with a coordinator): the lease the host releases outputs under */
+  HostHello = 10,
 }
 
 const TYPE_NAMES: Record<number, string> = {
-  1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck',
+  1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck', 9: 'Lease', 10: 'HostHello',
 };
 
 export function frameTypeName(type: number): string {
