@@ -2,10 +2,9 @@
 // every connection to the target, and on demand
 //   partition()         stop forwarding in both directions: bytes wait in the proxy (and,
 //                       once its buffers are full, in the senders' sockets), as on a network
-//                       that drops packets which TCP then retransmits; new connections are
-//                       accepted but not forwarded. heal() lets everything through again.
-//   partition('reset')  destroy every connection instead (a middlebox that gave up on them),
-//                       and refuse new ones until heal()
+//                       that drops packets which TCP then retransmits; a new connection is
+//                       closed at once (unreachable). heal() lets everything through again.
+//   partition('reset')  destroy every connection too (a middlebox that gave up on them)
 //   delay(ms)           hold each chunk `ms` before forwarding it (order kept)
 //   throttle(bps)       forward at most `bps` bytes per second per direction
 // Nothing is ever dropped from the middle of a stream, so what a process sees is what a real
@@ -34,7 +33,6 @@ export class FaultProxy {
   #bps = 0;
   readonly #pipes = new Set<Pipe>();
   readonly #conns = new Set<Socket>();
-  readonly #pending: Socket[] = [];
 
   constructor(target: { host?: string; port: number }) {
     this.#target = { host: target.host ?? '127.0.0.1', port: target.port };
@@ -62,15 +60,11 @@ export class FaultProxy {
 
   partition(mode: 'hold' | 'reset' = 'hold'): void {
     this.#partitioned = mode;
-    if (mode === 'reset') {
-      for (const s of [...this.#conns]) s.destroy();
-      for (const s of this.#pending.splice(0)) s.destroy();
-    }
+    if (mode === 'reset') for (const s of [...this.#conns]) s.destroy();
   }
 
   heal(): void {
     this.#partitioned = null;
-    for (const s of this.#pending.splice(0)) this.#open(s);
     for (const p of this.#pipes) this.#pump(p);
   }
 
@@ -85,19 +79,18 @@ export class FaultProxy {
   }
 
   close(): Promise<void> {
-    for (const s of [...this.#conns, ...this.#pending]) s.destroy();
+    for (const s of this.#conns) s.destroy();
     for (const p of this.#pipes) if (p.timer) clearTimeout(p.timer);
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
   #accept(client: Socket): void {
     client.on('error', () => undefined);
-    if (this.#partitioned === 'reset') return void client.destroy();
+    if (this.#partitioned) return void client.destroy();
     this.#conns.add(client);
     client.once('close', () => this.#conns.delete(client));
     client.pause();
-    if (this.#partitioned === 'hold') this.#pending.push(client);
-    else this.#open(client);
+    this.#open(client);
   }
 
   #open(client: Socket): void {
