@@ -17,7 +17,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { checkLeasePeriods, type LeaseRecord } from './coordinator';
+import { checkLeasePeriods, comparePositions, type LeaseRecord } from './coordinator';
 import { EtcdCoordinator } from './etcd-coordinator';
 import { startEtcd, type EtcdServer } from './etcd-server';
 import { FaultProxy } from './fault-proxy';
@@ -54,6 +54,10 @@ export interface FailoverOptions extends TrialCommon {
   minOutputsBetweenKills?: number;
   /** extra random wait before each kill, up to this many ms (default 40) */
   maxKillDelayMs?: number;
+  /** backups the primary streams to (default 1; more need etcd) */
+  backups?: number;
+  /** acknowledgements an epoch needs (default: every backup) */
+  quorum?: number;
 }
 
 export interface FailoverResult {
@@ -286,24 +290,41 @@ export async function runFailoverTrial(o: FailoverOptions): Promise<FailoverResu
   const result: FailoverResult = {
     backend: o.backend, coordinator, kills: 0, failovers: 0, gaps: 0, duplicates: 0, outputs: 0, takeovers: [], history: [], violations: [], seconds: 0,
   };
+  const n = o.backups ?? 1;
+  if (n > 1 && coordinator !== 'etcd') throw new RangeError('several backups need a coordinator that picks one of them (etcd): with the socket coordinator each would take over');
   try {
     await cluster.start();
-    let backup = await cluster.startBackup();
-    let primary = await cluster.startPrimary([backup]);
+    if (o.quorum !== undefined) cluster.config.quorum = o.quorum;
+    let backups: Host[] = [];
+    for (let i = 0; i < n; i++) backups.push(await cluster.startBackup());
+    let primary = await cluster.startPrimary(backups);
     for (let k = 1; k <= o.kills; k++) {
       await client.waitFor(client.next + (o.minOutputsBetweenKills ?? 20));
       await sleep(Math.random() * (o.maxKillDelayMs ?? 40));
       const before = client.next;
       const killedAt = performance.now();
+      const campaignsFrom = backups.map((b) => b.history.length);
       await primary.kill();
       result.kills++;
-      const t = await backup.wait('took-over');
+      await Promise.race([...backups.map((b) => b.takeover()), sleep(60000)]);
+      const backup = backups.find((b) => b.tookOver);
+      if (!backup) throw new Error(`kill ${k}: no backup took over in 60 s`);
+      const t = (await backup.takeover())!;
+      // the winner holds the newest position any backup stood with
+      backups.forEach((b, i) => {
+        for (const e of b.history.slice(campaignsFrom[i])) {
+          if (e.ev === 'campaign' && e.position && comparePositions(e.position, t.position) > 0) {
+            client.violations.push(`kill ${k}: ${backup.name} took over at ${JSON.stringify(t.position)}, but ${b.name} stood with ${JSON.stringify(e.position)}`);
+          }
+        }
+      });
       const counter = Number(t.counter);
       result.takeovers.push({ epoch: t.epoch, counter, outputSeq: t.outputSeq, clientNext: t.clientNext, replayed: t.replayed, ms: Math.round(performance.now() - killedAt) });
       if (counter !== t.outputSeq) client.violations.push(`takeover #${k}: the counter restored to ${counter}, but ${t.outputSeq} outputs were committed`);
       primary = backup;
-      backup = await cluster.startBackup();
-      primary.send({ cmd: 'protect', backups: [backup.port] });
+      backups = backups.filter((b) => b !== backup);
+      backups.push(await cluster.startBackup());
+      primary.send({ cmd: 'protect', backups: backups.map((b) => b.port) });
       await primary.wait('running');
       await client.waitFor(Math.max(before, t.outputSeq) + 1); // the new primary's guest counts on
       if (client.violations.length === 0) result.failovers++;
@@ -311,8 +332,10 @@ export async function runFailoverTrial(o: FailoverOptions): Promise<FailoverResu
     }
     primary.send({ cmd: 'stop' });
     await primary.wait('stopped');
-    backup.send({ cmd: 'stop' });
-    await backup.wait('stopped');
+    for (const b of backups) {
+      b.send({ cmd: 'stop' });
+      await b.wait('stopped');
+    }
     result.history = await cluster.finish(client.violations);
   } finally {
     await cluster.close();

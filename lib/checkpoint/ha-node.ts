@@ -6,6 +6,7 @@
 //                    { cmd: 'protect', backups }   stream to these backups from now on (a new stream, fresh base image)
 //                    { cmd: 'stop' }               primary: stop checkpointing (End), finish the VM; backup: stop standing by
 //   child -> parent  { ev: 'listening', port } | { ev: 'running', ... } | { ev: 'status', ... } | { ev: 'took-over', ... }
+//                    | { ev: 'campaign', ... } (a backup: the lease expired, it stands with this position)
 //                    | { ev: 'lost', why } | { ev: 'stopped', ... } | { ev: 'failed', message }
 //
 // A primary releases outputs only while its lease allows (Lease.mayRelease) and the quorum of
@@ -70,11 +71,14 @@ export type HaEvent =
   | { ev: 'running'; outputSeq: number; token: number; stream: number; backups: number }
   | { ev: 'status'; state: HaState; why: string }
   | { ev: 'took-over'; epoch: number; outputSeq: number; counter: string; clientNext: number; replayed: number; token: number; position: Position }
+  | { ev: 'campaign'; expired: number; position: Position | null }
   | { ev: 'lost'; why: string }
   | { ev: 'stopped'; epochs: number; outputs: number }
   | { ev: 'failed'; message: string };
 
 const send = (e: HaEvent) => process.send?.(e);
+/** the Checkpointer's default limit of unacknowledged epochs */
+const MAX_IN_FLIGHT = 8;
 
 export function makeCoordinator(spec: CoordinatorSpec): Coordinator {
   if (spec.kind === 'socket') return new SocketCoordinator();
@@ -158,11 +162,19 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
       epochMs: config.epochMs, outputsPerEpoch: config.outputsPerEpoch,
     });
     const protectedRun = sink instanceof QuorumSink;
-    if (protectedRun) {
-      status('protected', `${sinks.length} backups, quorum ${quorum()}`);
-      send({ ev: 'running', outputSeq, token: lease.token, stream: tag.stream, backups: sinks.length });
-    }
     const current = ck;
+    // protected once the quorum acknowledged the base epoch; paused while acks are overdue
+    let announced = false;
+    const ticker = !protectedRun ? null : setInterval(() => {
+      if (current.acked < 0 || lease.state !== 'held') return;
+      if (!announced) {
+        announced = true;
+        send({ ev: 'running', outputSeq: current.outputSeq, token: lease.token, stream: tag.stream, backups: sinks.length });
+      }
+      const behind = current.epoch - current.acked;
+      if (behind > MAX_IN_FLIGHT) status('paused', `${behind} epochs unacknowledged: the guest waits for the backups`);
+      else status('protected', `${(sink as QuorumSink).live} of ${backups.length} backups, quorum ${quorum()}`);
+    }, 20);
     // Unprotected: look for the backups again and again; once a quorum answers, a new stream.
     const retry = protectedRun ? null : setInterval(() => void reachable(backups).then((n) => {
       if (n >= quorum() && backups.length) current.stop();
@@ -177,6 +189,7 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
       else await sleep(200);
     } finally {
       if (retry) clearInterval(retry);
+      if (ticker) clearInterval(ticker);
     }
     outputSeq = ck.outputSeq;
     carried = carry(channel, commit, outputSeq);
@@ -284,6 +297,7 @@ async function backup(config: HaConfig): Promise<void> {
       freeze: (token) => {
         fencedUpTo = Math.max(fencedUpTo, token);
         for (const im of live) if ((im.lease?.token ?? 0) <= token) server.drop(im);
+        send({ ev: 'campaign', expired: token, position: best ? positionOf(best) : null });
       },
       primaryLost,
       signal: abort.signal,
