@@ -326,11 +326,13 @@ class KeptLease {
     try {
       const r = await this.handle.keepaliveOnce(this.callOptions());
       const why = this.verify ? await this.verify() : null;
-      if (why) return this.lose(why);
+      // (stopped meanwhile: the holder finished or revoked it; what etcd says now is no news)
       if (this.#stopped) return;
+      if (why) return this.lose(why);
       this.#expiresAt = Math.max(this.#expiresAt, sentAt + Number(r.TTL) * 1000);
       if (this.#state === 'fenced' && monotonicMs() < this.releaseDeadline) this.#set('held', 'renewed');
     } catch (e) {
+      if (this.#stopped) return;
       if (e instanceof EtcdLeaseInvalidError) return this.lose('etcd says the lease expired');
       // unreachable: the validity runs down, and the fence timer acts when it must
     }

@@ -282,6 +282,23 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** `p`, or after `ms` undefined (the timer does not outlive p) */
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p.finally(() => clearTimeout(t)), new Promise<undefined>((r) => (t = setTimeout(() => r(undefined), ms)))]);
+}
+
+/** resolves once the host's latest status is `state` */
+async function until(h: Host, state: string, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const last = [...h.history].reverse().find((e) => e.ev === 'status');
+    if (last && last.ev === 'status' && last.state === state) return true;
+    if (h.exited || performance.now() > deadline) return false;
+    await sleep(20);
+  }
+}
+
 export async function runFailoverTrial(o: FailoverOptions): Promise<FailoverResult> {
   const started = Date.now();
   const coordinator = o.coordinator ?? 'socket';
@@ -306,7 +323,7 @@ export async function runFailoverTrial(o: FailoverOptions): Promise<FailoverResu
       const campaignsFrom = backups.map((b) => b.history.length);
       await primary.kill();
       result.kills++;
-      await Promise.race([...backups.map((b) => b.takeover()), sleep(60000)]);
+      await within(Promise.race(backups.map((b) => b.takeover())), 60000);
       const backup = backups.find((b) => b.tookOver);
       if (!backup) throw new Error(`kill ${k}: no backup took over in 60 s`);
       const t = (await backup.takeover())!;
@@ -459,7 +476,7 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
           expectTakeover = true;
           primary.etcdProxy!.partition('hold');
           backup.replProxy!.partition('hold');
-          await Promise.race([takeover, sleep(Math.max(ms, 3 * ttlMs))]);
+          await within(takeover, Math.max(ms, 3 * ttlMs));
           primary.etcdProxy!.heal();
           backup.replProxy!.heal();
           break;
@@ -481,9 +498,13 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
       // Settle: who is primary now? Without a takeover expected the primary counts on (a
       // takeover may still come, legitimately, when the fault outlived the lease).
       if (expectTakeover) {
-        await Promise.race([takeover, sleep(60000)]);
+        await within(takeover, 60000);
         if (!backup.tookOver) throw new Error(`schedule ${i} (${fault}): ${backup.name} did not take over`);
       } else if (!backup.exited) await Promise.race([client.waitFor(client.next + between, 60000), takeover]);
+      // ... and is protected again (a new stream, when the old one broke)
+      if (!backup.tookOver && !backup.exited && !(await until(primary, 'protected', 60000))) {
+        violations.push(`schedule ${i} (${fault}): ${primary.name} not protected again within 60 s of the heal`);
+      }
       const took = backup.tookOver;
       const rec: ScheduleRecord = {
         fault, ms, takeoverMs: took ? Math.round(performance.now() - t0) : null,

@@ -99,6 +99,8 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
   let stream = 0;
   let carried: { firstSeq: number; packed: Uint32Array; count: number; released: number } | undefined;
   let pausedSince = performance.now();
+  /** the last protected stream failed before the backups acknowledged anything */
+  let unanswered = false;
   let wake: (() => void) | null = null;
   const status = (s: HaState, why: string) => {
     if (s !== state) send({ ev: 'status', state: s, why });
@@ -134,8 +136,10 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
   for (;;) {
     restart = false;
     const sinks = await connectAll(backups);
+    const overdue = config.unprotectedAfterMs !== undefined && performance.now() - pausedSince >= config.unprotectedAfterMs;
     let sink: QuorumSink | UnprotectedSink;
-    if (backups.length && sinks.length >= quorum()) {
+    // (a backup that accepts connections but acknowledged nothing since counts as gone once overdue)
+    if (backups.length && sinks.length >= quorum() && !(overdue && unanswered)) {
       sink = new QuorumSink(sinks, {
         quorum: quorum(), ackTimeoutMs: config.unprotectedAfterMs,
         onDegraded: (name, err, live) => send({ ev: 'status', state: 'protected', why: `backup ${name} lost (${err.message}); ${live} left` }),
@@ -143,7 +147,7 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
     } else {
       for (const s of sinks) s.sink.destroy();
       const why = `${sinks.length} of ${backups.length} backups reachable, quorum ${quorum() || 1}`;
-      if (config.unprotectedAfterMs === undefined || performance.now() - pausedSince < config.unprotectedAfterMs) {
+      if (!overdue) {
         status('paused', why);
         if (stopping) break;
         await sleep(200);
@@ -177,7 +181,9 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
     }, 20);
     // Unprotected: look for the backups again and again; once a quorum answers, a new stream.
     const retry = protectedRun ? null : setInterval(() => void reachable(backups).then((n) => {
-      if (n >= quorum() && backups.length) current.stop();
+      if (n < quorum() || !backups.length) return;
+      unanswered = false;
+      current.stop();
     }), 250);
     try {
       await ck.run();
@@ -185,7 +191,8 @@ async function serve(config: HaConfig, machine: Machine, lease: Lease, channel: 
     } catch (e) {
       status('paused', `the stream failed: ${(e as Error).message}`);
       // the backups were gone since the last stream they acknowledged anything of
-      if (ck.acked >= 0) pausedSince = performance.now();
+      unanswered = ck.acked < 0;
+      if (!unanswered) pausedSince = performance.now();
       else await sleep(200);
     } finally {
       if (retry) clearInterval(retry);
