@@ -16,8 +16,10 @@ function checkKills(r: FailoverResult, kills: number): void {
   expect(formatFailover(r)).toBe(`${kills}/${kills} failovers, 0 gaps, 0 duplicates`);
   expect(r.takeovers).toHaveLength(kills);
   for (const t of r.takeovers) {
-    // The restored guest's counter is the committed output count; the client had at most that.
-    expect(t.counter).toBe(t.outputSeq);
+    // The restored guest's counter is the committed output count (one more when the epoch ended
+    // between the increment and its OUT, which the restored guest then executes first); the
+    // client had at most that many, and its values 1, 2, 3, ... are checked in the trial.
+    expect([0, 1]).toContain(t.counter - t.outputSeq);
     expect(t.clientNext).toBeLessThanOrEqual(t.outputSeq);
     expect(t.clientNext + t.replayed).toBe(t.outputSeq);
   }

@@ -339,6 +339,7 @@ export class OutputClient {
         this.#listeners.delete(check);
         reject(new Error(`timed out waiting for output #${n} (have ${this.values.length})`));
       }, timeoutMs);
+      timer.unref(); // a wait that lost a race must not keep the process alive
       const check = (have: number) => {
         if (have < n) return;
         clearTimeout(timer);
