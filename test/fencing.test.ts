@@ -29,7 +29,10 @@ describeWithEtcd('fencing with the lease in etcd', (etcd) => {
     test('with unprotectedAfterMs the primary runs on unprotected, says so, and is protected again after the heal', async () => {
       const r = await trial(['reset-replication'], 1, { unprotectedAfterMs: 200, etcd: { address: etcd(), ttlSeconds: 2, marginMs: 600 } });
       expect(r.takeovers).toBe(0);
-      expect(r.schedules[0].states).toEqual(expect.arrayContaining(['paused', 'unprotected', 'protected']));
+      // (paused first, unless it already was from overdue acks just before the fault)
+      const states = r.schedules[0].states;
+      expect(states).toContain('unprotected');
+      expect(states.lastIndexOf('protected')).toBeGreaterThan(states.indexOf('unprotected'));
     });
 
     test('primary cut off from etcd and backup: it fences before its lease expires, the backup takes over after, the stale primary stops', async () => {
