@@ -60,7 +60,7 @@ export async function benchCheckpoint(o: BenchCheckpointOptions): Promise<BenchC
         child.once('exit', () => reject(new Error('the replica process exited')));
       });
       child.on('message', (e: HaEvent) => events.push(e));
-      child.send({ cmd: 'backup', config: { clientPort: 0, counterPage: DATA_GFN, dataPages, mode: 'auto', epochMs: 50, outputsPerEpoch: 1 } } satisfies HaCommand);
+      child.send({ cmd: 'backup', config: { name: 'bench-replica', coordinator: { kind: 'socket' }, clientPort: 0, counterPage: DATA_GFN, dataPages, mode: 'auto', epochMs: 50, outputsPerEpoch: 1 } } satisfies HaCommand);
       const hello = await next();
       events.length = 0;
       if (hello.ev !== 'listening') throw new Error(`replica: ${JSON.stringify(hello)}`);

@@ -21,6 +21,7 @@ import type { Machine } from './machine';
 import { describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
 import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
+import type { LeaseTag } from './lease-frame';
 import { DirtyTracker, type PageSet } from './tracker';
 import { StreamWriter, type SlotSource } from './writer';
 
@@ -58,6 +59,17 @@ export interface CheckpointerOptions {
   outputSeq?: number;
   /** called after each epoch is sent */
   onEpoch?: (e: EpochInfo) => void;
+  /**
+   * Outputs before `outputSeq` that the client has not confirmed, when a primary starts a new
+   * stream (a backup joined or came back): the base epoch carries them, so that a backup can
+   * resend them after a failover; those from `released` on had not been released yet and are
+   * released with the base epoch's ack.
+   */
+  carried?: { firstSeq: number; packed: Uint32Array; count: number; released: number };
+  /** the lease this stream is written under (a Lease frame after the Header: stream format extension 1) */
+  lease?: LeaseTag;
+  /** awaited, with the guest paused, before each epoch runs when it returns a promise (a fenced primary waits for its lease) */
+  beforeEpoch?: () => Promise<void> | undefined;
 }
 
 export interface EpochInfo {
@@ -107,7 +119,7 @@ const PAUSE_SAMPLES = 1 << 20;
 export class Checkpointer {
   readonly machine: Machine;
   readonly writer: StreamWriter;
-  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink'>> & CheckpointerOptions;
+  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink' | 'carried' | 'lease' | 'beforeEpoch'>> & CheckpointerOptions;
   readonly #tracker: DirtyTracker;
   readonly #set: PageSet;
   readonly #slots: SlotSource[];
@@ -154,7 +166,11 @@ export class Checkpointer {
     this.#outputPorts = new Set(this.#o.outputPorts);
     this.#outputSeq = this.#o.outputSeq;
     this.#commit = options.outputs ?? new OutputCommit();
-    this.#commit.start(this.#outputSeq);
+    const c = options.carried;
+    if (c && (c.firstSeq + c.count !== this.#outputSeq || c.released < c.firstSeq || c.released > this.#outputSeq || c.packed.length < 2 * c.count)) {
+      throw new RangeError(`carried outputs ${c.firstSeq}..${c.firstSeq + c.count - 1} (released up to ${c.released}) must end where outputSeq ${this.#outputSeq} starts`);
+    }
+    this.#commit.start(c ? c.released : this.#outputSeq, c ? c.firstSeq : this.#outputSeq);
     this.writer = new StreamWriter(4096);
     const sink = options.sink;
     sink.onAck = (epoch) => this.#onAck(epoch);
@@ -166,6 +182,11 @@ export class Checkpointer {
     return this.#epoch;
   }
 
+  /** The sequence number of the guest's next output (outputs so far, from the start of the run). */
+  get outputSeq(): number {
+    return this.#outputSeq;
+  }
+
   /** The newest epoch the sink acknowledged (-1 before the first). */
   get acked(): number {
     return this.#acked;
@@ -174,6 +195,11 @@ export class Checkpointer {
   /** Ends the loop after the current epoch (run() then sends End and resolves). */
   stop(): void {
     this.#stopping = true;
+    this.#kickAll();
+  }
+
+  /** Ends the running epoch now (the guest pauses at once; beforeEpoch decides when it runs on). */
+  interrupt(): void {
     this.#kickAll();
   }
 
@@ -191,6 +217,7 @@ export class Checkpointer {
     let deadline = Infinity;
     try {
       this.#send(this.writer.header(describeMachine(this.machine)), false);
+      if (this.#o.lease) this.#send(this.writer.lease(this.#o.lease), false);
       this.#sendBase();
       // The figures (and `seconds`) count from here: the base copy is reported apart (baseMs).
       this.#baseMs = performance.now() - started;
@@ -201,10 +228,12 @@ export class Checkpointer {
       let running = this.#more(maxEpochs, deadline) ? this.#runEpoch(deadline) : null;
       while (running) {
         const reason = await running;
-        this.#throwIfFailed();
         const pausedAt = performance.now();
         this.#completePendingIo();
+        // Taken even when the sink failed: the epoch's outputs are then held (outputSeq, and
+        // the OutputCommit, count them), and a new stream from this guest carries them on.
         const buf = this.#checkpoint(reason, pausedAt);
+        this.#throwIfFailed();
         running = null;
         let sent = false;
         if (this.#more(maxEpochs, deadline)) {
@@ -213,6 +242,13 @@ export class Checkpointer {
             this.#sealAndSend(buf);
             sent = true;
             await this.#waitForRoom(this.#o.maxInFlight + 1);
+          }
+          const wait = this.#o.beforeEpoch?.();
+          if (wait) {
+            if (!sent) this.#sealAndSend(buf);
+            sent = true;
+            await wait;
+            this.#throwIfFailed();
           }
           // The pause ends as the vCPUs are handed back (their KVM_RUN may start at once, on
           // the other core or in place of this thread).
@@ -273,10 +309,14 @@ export class Checkpointer {
     this.machine.slots.forEach((s, k) => forEachNonZeroPage(s, (p) => set.add(k, p)));
     this.#basePages = set.count;
     // One buffer of as many Epoch parts as needed (PART_PAGES pages each), then the Commit.
-    const buf = this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
+    const c = this.#o.carried;
+    const buf = c
+      ? this.writer.epoch(0, regs, c.packed, c.count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked)
+      : this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
     this.writer.seal(buf);
     this.#send(buf, true);
-    this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
+    if (c) this.#commit.hold(0, c.released, c.packed.subarray(2 * (c.released - c.firstSeq)), this.#outputSeq - c.released);
+    else this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
     this.#inFlight++;
     set.clear();
   }

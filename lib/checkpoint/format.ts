@@ -51,10 +51,15 @@ export enum FrameType {
   Control = 9,
   /** live migration: s390 CMMA values of an epoch, applied with its pages at the Commit */
   StorageAttrs = 10,
+  /** primary -> replica, right after the Header (with a coordinator): the lease the stream is written under */
+  Lease = 11,
+  /** VM host -> output client, first (with a coordinator): the lease the host releases outputs under */
+  HostHello = 12,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck', 9: 'Control', 10: 'StorageAttrs',
+  11: 'Lease', 12: 'HostHello',
 };
 
 export function frameTypeName(type: number): string {

@@ -10,6 +10,7 @@ import {
   decodeCommit, decodeEpoch, decodeHeader, decodeU64Frame,
   type CommitRecord, type EpochPart, type MachineLayout, type OutputRecord, type VcpuRegs,
 } from './records';
+import { decodeLeaseFrame, type LeaseTag } from './lease-frame';
 
 interface Staged {
   epoch: number;
@@ -32,6 +33,7 @@ export class ReplicaImage {
   #slotPages: number[] = [];
   #regs: VcpuRegs[] = [];
   #committed: CommitRecord | null = null;
+  #lease: LeaseTag | null = null;
   #staged: Staged | null = null;
   #finished = false;
   /** committed outputs not yet confirmed by the client: output #(outputsFrom + i) is outputs[i] */
@@ -60,6 +62,11 @@ export class ReplicaImage {
   /** The machine (after the Header frame). */
   get layout(): MachineLayout | null {
     return this.#layout;
+  }
+
+  /** The lease the stream was written under (its Lease frame), or null: a stream without a coordinator has none. */
+  get lease(): LeaseTag | null {
+    return this.#lease;
   }
 
   /** The last committed epoch, or null before the first Commit. */
@@ -184,6 +191,10 @@ export class ReplicaImage {
       case FrameType.Header:
         if (this.#layout) throw new StreamError('EORDER', f.offset, 'a second Header frame');
         this.#setLayout(decodeHeader(f));
+        return null;
+      case FrameType.Lease:
+        if (this.#lease || this.#staged || this.#committed) throw new StreamError('EORDER', f.offset, 'a Lease frame that does not follow the Header');
+        this.#lease = decodeLeaseFrame(f);
         return null;
       case FrameType.Epoch:
         this.#stage(f);

@@ -9,10 +9,22 @@ export {
   DATA_GFN, DATA_SLOT, HARNESS_SLOT, type DirtyMode, type Machine, type MachineOptions,
 } from './machine';
 export { DirtyTracker, PageSet } from './tracker';
-export { OutputCommit, OutputChannel, OutputClient } from './output';
+export { OutputCommit, OutputChannel, OutputClient, monotonicMs, type OutputArrival, type HostVisit } from './output';
+export {
+  SocketCoordinator, LeaseLostError, checkLeasePeriods, comparePositions,
+  type Coordinator, type Lease, type LeaseState, type LeaseRecord, type Position, type StandByOptions,
+} from './coordinator';
+export { EtcdCoordinator, parseEtcdUrl, type EtcdCoordinatorOptions } from './etcd-coordinator';
+export { startEtcd, findEtcd, type EtcdServer, type StartEtcdOptions } from './etcd-server';
+export { FaultProxy } from './fault-proxy';
+export { QuorumSink, UnprotectedSink, type QuorumSinkOptions } from './replication';
+export type { LeaseTag } from './lease-frame';
 export { FileSink, TcpSink, ReplicaServer, ReplicaRejected, readCheckpointFile, type ReplicaOutcome } from './transport';
 export { migrate, type MigrateOptions, type MigrationResult, type MigrationRound } from './migrate';
-export { runFailoverTrial, formatFailover, type FailoverOptions, type FailoverResult } from './failover';
+export {
+  runFailoverTrial, formatFailover, runPartitionTrial, FAULTS,
+  type FailoverOptions, type FailoverResult, type PartitionOptions, type PartitionResult, type ScheduleRecord, type Fault, type EtcdTrialOptions,
+} from './failover';
 export { benchCheckpoint, type BenchCheckpointOptions, type BenchCheckpointResult } from './bench';
 export { StreamError, FrameDecoder, FrameType, type StreamErrorCode } from './format';
 export { crc32c } from './crc32c';

@@ -11,6 +11,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { FrameDecoder, FrameType, StreamError, type Frame } from './format';
+import { decodeLeaseFrame, encodeLeaseFrame, type LeaseTag } from './lease-frame';
 import { decodeOutputFrame, decodeU64Frame, encodeOutputFrame, encodeU64Frame, packOutput, type OutputRecord } from './records';
 
 interface Held {
@@ -32,6 +33,10 @@ export class OutputCommit {
   #release: ReleaseFn | null;
   /** clientAcked follows the client's own acks (OutputChannel); otherwise a release is delivery */
   #clientAcks = false;
+  /** the newest acknowledged epoch */
+  #acked = -1;
+  /** releases happen only while this says yes (a coordinator's lease: see setGate) */
+  #gate: (() => boolean) | null = null;
 
   constructor(release?: ReleaseFn) {
     this.#release = release ?? null;
@@ -52,9 +57,34 @@ export class OutputCommit {
    * must already be confirmed by the client (a host that took over waits for that, see
    * OutputChannel.waitAcked), so a new backup never needs them.
    */
-  start(seq: number): void {
+  start(seq: number, clientAcked = seq): void {
     this.#next = seq;
-    this.clientAcked = Math.max(this.clientAcked, seq);
+    this.clientAcked = Math.max(this.clientAcked, clientAcked);
+  }
+
+  /**
+   * Releases happen only while `gate()` is true (a primary's lease is valid past the release
+   * instant); acknowledged epochs wait here while it is false, until flush().
+   */
+  setGate(gate: () => boolean): void {
+    this.#gate = gate;
+  }
+
+  /** Releases what was acknowledged while the gate was closed (call when it opens again). */
+  flush(): void {
+    this.ack(this.#acked);
+  }
+
+  /** The outputs waiting here (acknowledged or not), in order, as packed pairs. */
+  held(): { firstSeq: number; packed: Uint32Array; count: number } {
+    const count = this.waiting;
+    const packed = new Uint32Array(2 * count);
+    let at = 0;
+    for (const h of this.#held) {
+      if (h.packed) packed.set(h.packed, at);
+      at += 2 * h.count;
+    }
+    return { firstSeq: this.#next, packed, count };
   }
 
   /** Where released outputs go; `clientAcks`: the receiver confirms them itself (see clientAcked). */
@@ -70,7 +100,8 @@ export class OutputCommit {
 
   /** Epochs up to `epoch` are durable at the backup: release their outputs, in order. */
   ack(epoch: number): void {
-    while (this.#held.length && this.#held[0].epoch <= epoch) {
+    this.#acked = Math.max(this.#acked, epoch);
+    while (this.#held.length && this.#held[0].epoch <= epoch && (!this.#gate || this.#gate())) {
       const h = this.#held.shift()!;
       if (!h.packed) continue;
       if (h.firstSeq !== this.#next) throw new Error(`output commit: epoch ${h.epoch} starts at output ${h.firstSeq}, ${this.#next} expected`);
@@ -95,17 +126,24 @@ export class OutputChannel {
   #acked = 0;
   readonly #ackWaiters: { seq: number; done: () => void }[] = [];
   #closed = false;
+  /** outputs sent and not yet confirmed by the client, packed pairs from output #acked on (a restarted stream carries them) */
+  #unconfirmed = new Uint32Array(512);
   onError: (err: Error) => void = () => undefined;
 
   private constructor(socket: Socket) {
     this.#socket = socket;
   }
 
-  /** Connects to the client and resolves with the sequence number it expects next. */
-  static connect(port: number, host = '127.0.0.1'): Promise<{ channel: OutputChannel; next: number }> {
+  /**
+   * Connects to the client and resolves with the sequence number it expects next. With a
+   * lease (a coordinator's), the host says first which lease it releases under (HostHello):
+   * the client then serves the newest holder and refuses older ones.
+   */
+  static connect(port: number, host = '127.0.0.1', lease?: LeaseTag): Promise<{ channel: OutputChannel; next: number }> {
     return new Promise((resolve, reject) => {
       const socket = connect({ port, host, noDelay: true });
       const ch = new OutputChannel(socket);
+      if (lease) socket.write(encodeLeaseFrame(FrameType.HostHello, ch.#streamId, ch.#seq++, lease));
       let hello = false;
       socket.on('data', (chunk) => {
         try {
@@ -134,13 +172,20 @@ export class OutputChannel {
   /** Sends released outputs from now on, and reports the client's acks to `commit`. */
   attach(commit: OutputCommit): void {
     this.#commit = commit;
-    commit.clientAcked = Math.max(commit.clientAcked, this.#sent);
+    commit.clientAcked = Math.max(commit.clientAcked, this.#acked);
     commit.setRelease((first, packed, count) => this.send(first, packed, count), true);
   }
 
   /** Sends outputs [firstSeq, firstSeq + count); they must follow what was sent before. */
   send(firstSeq: number, packed: ArrayLike<number>, count: number): void {
     if (firstSeq !== this.#sent) throw new Error(`output channel: sending output ${firstSeq}, ${this.#sent} is next`);
+    const kept = 2 * (this.#sent - this.#acked);
+    if (kept + 2 * count > this.#unconfirmed.length) {
+      const grown = new Uint32Array(Math.max(2 * this.#unconfirmed.length, kept + 2 * count));
+      grown.set(this.#unconfirmed.subarray(0, kept));
+      this.#unconfirmed = grown;
+    }
+    for (let i = 0; i < 2 * count; i++) this.#unconfirmed[kept + i] = packed[i];
     this.#sent += count;
     this.#socket.write(encodeOutputFrame(this.#streamId, this.#seq++, firstSeq, packed, count));
   }
@@ -157,6 +202,12 @@ export class OutputChannel {
 
   get sent(): number {
     return this.#sent;
+  }
+
+  /** Outputs sent that the client has not confirmed yet (from output #acked on), as packed pairs. */
+  unconfirmed(): { firstSeq: number; packed: Uint32Array; count: number } {
+    const count = this.#sent - this.#acked;
+    return { firstSeq: this.#acked, packed: this.#unconfirmed.slice(0, 2 * count), count };
   }
 
   /** The client's latest OutputAck (the next sequence number it expects). */
@@ -181,6 +232,9 @@ export class OutputChannel {
   #ackValue(f: Frame): number {
     if (f.type !== FrameType.OutputAck) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from the output client`);
     const next = decodeU64Frame(f, 'OutputAck');
+    if (next > this.#acked && next <= this.#sent) {
+      this.#unconfirmed.copyWithin(0, 2 * (next - this.#acked), 2 * (this.#sent - this.#acked));
+    }
     this.#acked = Math.max(this.#acked, next);
     for (const w of this.#ackWaiters.filter((x) => x.seq <= this.#acked)) {
       this.#ackWaiters.splice(this.#ackWaiters.indexOf(w), 1);
@@ -191,6 +245,44 @@ export class OutputChannel {
   }
 }
 
+/** One Output frame as the client received it (OutputClient.log). */
+export interface OutputArrival {
+  firstSeq: number;
+  count: number;
+  /** the host that sent it: its number in OutputClient.hostLog */
+  host: number;
+  /** the lease it was released under (HostHello), null for a host without a coordinator */
+  token: number | null;
+  holder: string | null;
+  /** arrival time, ms of CLOCK_MONOTONIC (one clock for every process on the machine: monotonicMs) */
+  at: number;
+}
+
+/** A VM host's connection, as the client saw it. */
+export interface HostVisit {
+  host: number;
+  token: number | null;
+  holder: string | null;
+  /** when the client began to serve it (null: never served) */
+  servedAt: number | null;
+  /** why it ended early: a newer lease holder took its place, or its lease was older than one already served */
+  ended?: 'preempted' | 'refused';
+}
+
+interface Conn {
+  socket: Socket;
+  visit: HostVisit;
+  decoder: FrameDecoder;
+  /** frames sent to the host / received from it */
+  seq: number;
+  frames: number;
+}
+
+/** ms on CLOCK_MONOTONIC (process.hrtime): comparable across the processes of one machine. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}
+
 /**
  * The client of the guest's output: a server that VM hosts connect to (the primary, and
  * after a failover the backup that took over). It serves one host at a time: a new host
@@ -198,6 +290,12 @@ export class OutputChannel {
  * connection has ended, so nothing the old host sent can arrive after it. Every output
  * must continue the sequence exactly: a gap or a repeat is recorded as a violation, never
  * silently skipped.
+ *
+ * Hosts with a coordinator say first which lease they hold (HostHello, a fencing token):
+ * a host with a newer lease than the one served takes its place at once (the old host may be
+ * cut off, paused or dead, its connection still open), and a host whose lease is older than
+ * one already served is refused. `log` and `hostLog` record what came from whom and when,
+ * for checks against the coordinator's lease history.
  */
 export class OutputClient {
   readonly server: Server;
@@ -205,10 +303,15 @@ export class OutputClient {
   readonly values: number[] = [];
   /** gaps and duplicates seen (should stay empty) */
   readonly violations: string[] = [];
+  /** every Output frame received, in arrival order */
+  readonly log: OutputArrival[] = [];
+  /** every host that connected, in connection order */
+  readonly hostLog: HostVisit[] = [];
   /** how many hosts have served this client */
   hosts = 0;
-  #active: Socket | null = null;
-  readonly #queue: Socket[] = [];
+  #active: Conn | null = null;
+  readonly #queue: Conn[] = [];
+  #newestToken = -1;
   readonly #listeners = new Set<(n: number) => void>();
   readonly #streamId = randomInt(1, 0xffff_ffff);
 
@@ -236,6 +339,7 @@ export class OutputClient {
         this.#listeners.delete(check);
         reject(new Error(`timed out waiting for output #${n} (have ${this.values.length})`));
       }, timeoutMs);
+      timer.unref(); // a wait that lost a race must not keep the process alive
       const check = (have: number) => {
         if (have < n) return;
         clearTimeout(timer);
@@ -247,53 +351,92 @@ export class OutputClient {
   }
 
   close(): Promise<void> {
-    this.#active?.destroy();
-    for (const s of this.#queue) s.destroy();
+    this.#active?.socket.destroy();
+    for (const c of this.#queue) c.socket.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
   #accept(socket: Socket): void {
+    const visit: HostVisit = { host: this.hostLog.length + 1, token: null, holder: null, servedAt: null };
+    this.hostLog.push(visit);
+    const c: Conn = { socket, visit, decoder: new FrameDecoder(), seq: 0, frames: 0 };
     socket.on('error', () => undefined);
-    if (this.#active) this.#queue.push(socket);
-    else this.#serve(socket);
-  }
-
-  #serve(socket: Socket): void {
-    this.#active = socket;
-    this.hosts++;
-    let seq = 0;
-    const decoder = new FrameDecoder();
-    const ack = () => socket.write(encodeU64Frame(FrameType.OutputAck, this.#streamId, seq++, this.values.length));
-    ack();
     socket.on('data', (chunk) => {
       try {
-        decoder.pushEach(chunk, (f) => this.#frame(f));
-        ack();
+        c.decoder.pushEach(chunk, (f) => this.#frame(c, f));
+        if (this.#active === c) this.#ack(c);
       } catch (e) {
-        this.violations.push(`host #${this.hosts}: ${(e as Error).message}`);
+        this.violations.push(`host #${visit.host}: ${(e as Error).message}`);
         socket.destroy();
       }
     });
     socket.on('close', () => {
-      if (this.#active !== socket) return;
+      const q = this.#queue.indexOf(c);
+      if (q >= 0) this.#queue.splice(q, 1);
+      if (this.#active !== c) return;
       this.#active = null;
-      const nextHost = this.#queue.shift();
-      if (nextHost && !nextHost.destroyed) this.#serve(nextHost);
+      this.#serveNext();
     });
+    this.#queue.push(c);
+    if (!this.#active) this.#serveNext();
   }
 
-  #frame(f: Frame): void {
+  #serveNext(): void {
+    const c = this.#queue.shift();
+    if (!c || c.socket.destroyed) return c ? this.#serveNext() : undefined;
+    this.#active = c;
+    this.hosts++;
+    c.visit.servedAt = monotonicMs();
+    if (c.visit.token !== null) this.#newestToken = Math.max(this.#newestToken, c.visit.token);
+    this.#ack(c);
+  }
+
+  #ack(c: Conn): void {
+    c.socket.write(encodeU64Frame(FrameType.OutputAck, this.#streamId, c.seq++, this.values.length));
+  }
+
+  #frame(c: Conn, f: Frame): void {
+    c.frames++;
+    if (f.type === FrameType.HostHello) return this.#hello(c, f);
+    if (this.#active !== c) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from a host that is not being served`);
     if (f.type !== FrameType.Output) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from a VM host`);
     const { firstSeq, outputs } = decodeOutputFrame(f);
+    this.log.push({ firstSeq, count: outputs.length, host: c.visit.host, token: c.visit.token, holder: c.visit.holder, at: monotonicMs() });
     const want = this.values.length;
     if (firstSeq !== want) {
       this.violations.push(firstSeq > want
-        ? `gap: outputs ${want}..${firstSeq - 1} never arrived (host #${this.hosts} sent from ${firstSeq})`
-        : `duplicate: host #${this.hosts} resent outputs ${firstSeq}..${Math.min(want, firstSeq + outputs.length) - 1}`);
+        ? `gap: outputs ${want}..${firstSeq - 1} never arrived (host #${c.visit.host} sent from ${firstSeq})`
+        : `duplicate: host #${c.visit.host} resent outputs ${firstSeq}..${Math.min(want, firstSeq + outputs.length) - 1}`);
       throw new Error(this.violations[this.violations.length - 1]);
     }
     for (const o of outputs) this.values.push(o.value);
     for (const l of [...this.#listeners]) l(this.values.length);
   }
-}
 
+  /** A host names its lease: the newest holder is served, an older one refused. */
+  #hello(c: Conn, f: Frame): void {
+    if (c.frames > 1) {
+      throw new StreamError('EORDER', f.offset, 'a HostHello frame that is not the host\'s first frame');
+    }
+    const tag = decodeLeaseFrame(f);
+    c.visit.token = tag.token;
+    c.visit.holder = tag.holder;
+    if (tag.token < this.#newestToken) {
+      c.visit.ended = 'refused';
+      c.socket.destroy();
+      return;
+    }
+    const active = this.#active;
+    if (active === c) this.#newestToken = Math.max(this.#newestToken, tag.token);
+    else if (active && (active.visit.token === null || active.visit.token < tag.token)) {
+      // the served host's lease is over (its holder may be cut off or paused with the
+      // connection open): nothing more from it counts
+      active.visit.ended = 'preempted';
+      this.#active = null;
+      active.socket.destroy();
+      this.#queue.splice(this.#queue.indexOf(c), 1);
+      this.#queue.unshift(c);
+      this.#serveNext();
+    }
+  }
+}

@@ -164,6 +164,7 @@ export class ReplicaServer {
   image: ReplicaImage | null = null;
   readonly outcomes: ReplicaOutcome[] = [];
   readonly #waiters: ((o: ReplicaOutcome) => void)[] = [];
+  readonly #sockets = new Map<ReplicaImage, Socket>();
 
   constructor(options: ReplicaServerOptions = {}) {
     this.#o = options;
@@ -186,9 +187,15 @@ export class ReplicaServer {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
+  /** Ends the connection that feeds `image` at once (a backup refusing a stale primary's stream); the image keeps its last commit. */
+  drop(image: ReplicaImage): void {
+    this.#sockets.get(image)?.destroy();
+  }
+
   #serve(socket: Socket): void {
     const image = new ReplicaImage();
     this.image = image;
+    this.#sockets.set(image, socket);
     const streamId = randomInt(1, 0xffff_ffff);
     let seq = 0;
     let acked = -1;
@@ -223,6 +230,7 @@ export class ReplicaServer {
     });
     socket.on('error', () => undefined);
     socket.on('close', () => {
+      this.#sockets.delete(image);
       if (done) return;
       let reason = 'the primary closed the connection without an End frame';
       try {
@@ -236,7 +244,7 @@ export class ReplicaServer {
 }
 
 /** Commit frames in a buffer of whole frames (a FileSink's epoch accounting). */
-function countCommits(buf: Buffer): number {
+export function countCommits(buf: Buffer): number {
   let n = 0;
   for (let at = 0; at + 32 <= buf.length; at += 36 + buf.readUInt32LE(at + 12)) {
     if (buf[at + 6] === FrameType.Commit) n++;

@@ -9,6 +9,7 @@ import {
   encodeHeaderPayload, encodeU64Frame, epochPayloadBytes, writeCommitFrame, writeEpochHead,
   type MachineLayout, type VcpuRegs,
 } from './records';
+import { encodeLeaseFrame, type LeaseTag } from './lease-frame';
 
 /** Where an epoch's pages come from: page i is `pages[i]` of slot `slotIndex[i]`. */
 export interface PageSource {
@@ -46,6 +47,11 @@ export class StreamWriter {
 
   header(layout: MachineLayout): Buffer {
     return encodeFrame(FrameType.Header, this.streamId, this.#seq++, encodeHeaderPayload(layout));
+  }
+
+  /** The Lease frame (stream format extension 1), right after the header. */
+  lease(tag: LeaseTag): Buffer {
+    return encodeLeaseFrame(FrameType.Lease, this.streamId, this.#seq++, tag);
   }
 
   end(lastEpoch: number): Buffer {

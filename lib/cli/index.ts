@@ -3,12 +3,27 @@
 
 import { Option, type Command } from 'commander';
 import { checkpointCommand } from './checkpoint';
+import { InvalidArgumentError } from 'commander';
 import { positiveInt, positiveNumber, hostPort } from './common';
 import { failoverCommand } from './failover';
 import { incomingCommand } from './incoming';
 import { migrateCommand } from './migrate';
 import { replicaCommand } from './replica';
 import { restoreCommand } from './restore';
+
+function nonNegativeInt(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number >= 0`);
+    return n;
+  };
+}
+
+function rangeInt(name: string, v: string, lo: number, hi: number): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < lo || n > hi) throw new InvalidArgumentError(`${name} must be a whole number from ${lo} to ${hi}`);
+  return n;
+}
 
 function guestOptions(cmd: Command): Command {
   return cmd
@@ -70,8 +85,17 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .action(incomingCommand);
 
   program.command('failover-test')
-    .description('kill a Remus primary process with SIGKILL again and again; check the client sees no gap and no duplicate')
-    .option('--kills <N>', 'kills per backend', positiveInt('--kills'), 50)
+    .description('kill a Remus primary process with SIGKILL again and again, and (etcd) partition, pause and kill it through fault proxies; check the client sees every output once and never two primaries in one lease period')
+    .option('--kills <N>', 'SIGKILLs of the primary per backend and coordinator (0: none)', nonNegativeInt('--kills'), 50)
+    .option('--partitions <N>', 'random partition/heal/kill schedules per backend (needs etcd)', nonNegativeInt('--partitions'), 0)
+    .option('--coordinator <list>', 'who decides a takeover: socket, etcd, or both (socket,etcd)', 'socket,etcd')
+    .option('--etcd <host:port>', 'a running etcd to use (default: start one; scripts/etcd.sh install puts the binary there)')
+    .option('--backups <N>', 'backups per primary in the etcd kill trial (1 to 3)', (v) => rangeInt('--backups', v, 1, 3), 1)
+    .option('--quorum <N>', 'acknowledgements an epoch needs (default: every backup)', positiveInt('--quorum'))
+    .option('--unprotected-after <ms>', 'partition trial: the primary runs unprotected (and says so) after its backups have been gone this long, instead of pausing', positiveInt('--unprotected-after'))
+    .option('--lease-ttl <s>', 'etcd lease TTL, whole seconds', positiveInt('--lease-ttl'), 1)
+    .option('--lease-margin <ms>', 'clock-safety margin: outputs stop this long before the lease could expire', positiveInt('--lease-margin'), 300)
+    .option('--seed <n>', 'seed of the partition schedules (default: random, printed)', positiveInt('--seed'))
     .option('--backends <list>', 'comma-separated: native,emulator (native is skipped where it cannot open)', 'native,emulator')
     .addOption(new Option('--mode <mode>', 'dirty tracking').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
     .option('--verbose', 'a line per kill')
