@@ -157,7 +157,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     } catch (e) {
       const err = e instanceof StreamError ? e : new Error(String(e));
       if (err instanceof StreamError) socket.end(encodeErrorFrame(streamId, seq++, err.code, `${err.message}; nothing was started`));
-      failure = new Error(`the migration stream was refused: ${err.message}`);
+      failure = new Error(`the migration stream was refused: ${err.message}; nothing was started`);
     }
     kick();
   });
