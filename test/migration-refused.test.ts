@@ -58,6 +58,7 @@ async function feed(bytes: Buffer): Promise<{ error: string | null; answered: Bu
   const answered: Buffer[] = [];
   s.on('data', (d) => answered.push(Buffer.from(d)));
   s.on('error', () => undefined);
+  const closed = new Promise((r) => s.on('close', r));
   await new Promise<void>((r) => s.write(bytes, () => r()));
   s.end();
   let error: string | null = null;
@@ -68,6 +69,7 @@ async function feed(bytes: Buffer): Promise<{ error: string | null; answered: Bu
   } catch (e) {
     error = (e as Error).message;
   }
+  await closed;
   kvm.close();
   return { error, answered: Buffer.concat(answered) };
 }

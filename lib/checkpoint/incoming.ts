@@ -136,6 +136,8 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     return machine.slots.map((s) => s.bytes);
   }, onControl);
   let handedOver = false;
+  /** the stream was refused: the Error frame is on its way, the socket ends after it */
+  let refused = false;
   socket.setNoDelay(true);
   socket.on('error', () => undefined); // the close that follows says what happened
   socket.on('data', (chunk: Buffer) => {
@@ -156,7 +158,10 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
       if (image.finished) ended = true;
     } catch (e) {
       const err = e instanceof StreamError ? e : new Error(String(e));
-      if (err instanceof StreamError) socket.end(encodeErrorFrame(streamId, seq++, err.code, `${err.message}; nothing was started`));
+      if (err instanceof StreamError) {
+        socket.end(encodeErrorFrame(streamId, seq++, err.code, `${err.message}; nothing was started`));
+        refused = true;
+      }
       failure = new Error(`the migration stream was refused: ${err.message}; nothing was started`);
     }
     kick();
@@ -181,7 +186,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
   const discard = async () => {
     await runner?.stop().catch(() => undefined);
     (machine as Machine | null)?.close();
-    socket.destroy();
+    if (!refused) socket.destroy();
   };
 
   try {
