@@ -296,8 +296,9 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
       if (failure) throw failure;
       stats.transferredBytes += buf.length;
       try {
-        await paced(l, buf, o.maxBandwidthMBps);
+        await paced(l, buf, o.maxBandwidthMBps, () => failure !== null || o.signal?.aborted === true);
       } catch (e) {
+        if (o.signal?.aborted && !failure) throw new Cancelled();
         throw failure ?? new Error(`the connection to the destination ${where} broke: ${(e as Error).message}`);
       }
     };
@@ -473,13 +474,17 @@ function roundStats(
   };
 }
 
-/** Writes `buf`, no faster than `mbps` MB/s when given (in slices, waiting between them). */
-async function paced(link: Link, buf: Buffer, mbps: number | undefined): Promise<void> {
+/**
+ * Writes `buf`, no faster than `mbps` MB/s when given (in slices, waiting between them; a
+ * cancel or a failure, `stop()`, ends it between two slices).
+ */
+async function paced(link: Link, buf: Buffer, mbps: number | undefined, stop: () => boolean): Promise<void> {
   if (!mbps) return link.write(buf);
   const SLICE = 64 * 1024;
   const bytesPerMs = mbps * 1000;
   const start = performance.now();
   for (let at = 0; at < buf.length; at += SLICE) {
+    if (stop()) throw new Error('stopped');
     const due = start + at / bytesPerMs;
     const wait = due - performance.now();
     if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
