@@ -13,6 +13,8 @@ export { OutputCommit, OutputChannel, OutputClient } from './output';
 export { FileSink, TcpSink, ReplicaServer, ReplicaRejected, readCheckpointFile, type ReplicaOutcome } from './transport';
 export { migrate, type MigrateOptions, type MigrationResult, type MigrationRound } from './migrate';
 export { runFailoverTrial, formatFailover, type FailoverOptions, type FailoverResult } from './failover';
+// The dirty rate and the dirty limit of a machine (also kvm-dirty/dirtyrate).
+export { measureDirtyRate, DirtyRateMeter, DirtyLimit, GuestRunner, type DirtyRateMode, type DirtyRateResult, type RunPolicy } from '../dirtyrate';
 export { benchCheckpoint, type BenchCheckpointOptions, type BenchCheckpointResult } from './bench';
 export { StreamError, FrameDecoder, FrameType, type StreamErrorCode } from './format';
 export { crc32c } from './crc32c';
