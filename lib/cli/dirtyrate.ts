@@ -79,7 +79,7 @@ export function registerDirtyRateCommands(program: Command, backendOptions: (cmd
   backendOptions(program.command('dirtylimit'))
     .description('hold vCPU 0 of a full-speed guest to a dirty limit; the other vCPUs run unthrottled')
     .requiredOption('--limit-mbps <L>', 'MB/s of distinct pages vCPU 0 may dirty', positiveNumber('--limit-mbps'))
-    .option('--seconds <S>', 'run time', positiveNumber('--seconds'), 10)
+    .option('--seconds <S>', 'run time (whole periods)', positiveNumber('--seconds'), 10)
     .option('--period-ms <ms>', 'accounting and report period', positiveNumber('--period-ms'), 1000)
     .option('--vcpus <N>', 'vCPUs: vCPU 0 limited, the others not', positiveInt('--vcpus'), 2)
     .option('--span-mib <M>', 'MiB each vCPU sweeps', positiveInt('--span-mib'), 256)
@@ -213,13 +213,16 @@ export async function dirtyLimitCommand(f: LimitFlags): Promise<void> {
       limit.set(0, f.limitMbps);
       meter.start();
       if (!f.json) console.log(`dirty limit ${f.limitMbps} MB/s on vCPU 0 of ${f.vcpus} on ${kvm.backend} (${kvm.hostInfo.description}); full-speed stride over ${f.spanMib} MiB per vCPU, ${f.periodMs} ms periods`);
-      const end = performance.now() + f.seconds * 1000;
-      while (!stop && performance.now() < end && runner.error === null) {
-        await new Promise((r) => setTimeout(r, Math.min(f.periodMs, end - performance.now())));
+      // Whole periods only: a sliver at the end would be a rate of a few pages.
+      const count = Math.max(1, Math.round((f.seconds * 1000) / f.periodMs));
+      const started = performance.now();
+      for (let k = 1; k <= count && !stop && runner.error === null; k++) {
+        await new Promise((r) => setTimeout(r, Math.max(0, started + k * f.periodMs - performance.now())));
         const p = limitPeriod(periods.length, meter.lap(), paced, f.limitMbps);
         periods.push(p);
         if (!f.json) console.log(`  period ${String(p.period).padStart(3)}  limit ${mbps(p.limitMBps)}  achieved ${mbps(p.achievedMBps)} (true ${mbps(p.trueMBps)})  unthrottled ${p.unthrottledMBps === null ? '-' : mbps(p.unthrottledMBps)} MB/s (writes ${p.unthrottledWriteMBps === null ? '-' : mbps(p.unthrottledWriteMBps)})`);
       }
+      if (runner.error !== null) throw runner.error;
       meter.stop();
     } finally {
       process.off('SIGINT', onSigint);

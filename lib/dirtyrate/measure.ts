@@ -67,6 +67,8 @@ export interface MeasureDirtyRateOptions extends DirtyRateMeterOptions {
   onPeriod?: (period: DirtyRateResult) => void;
   /** ends the window early (the result covers the time until then) */
   signal?: AbortSignal;
+  /** when nothing runs the machine: the policies of the GuestRunner made for the window (a pacer, a limit) */
+  policies?: RunPolicy[];
 }
 
 interface Counts {
@@ -338,8 +340,9 @@ function randomSeed(): number {
 
 /**
  * Measures the dirty rate of `target` for `seconds`: a machine (run for the measurement by a
- * GuestRunner of its own, unless one runs it already, which the meter then joins) or a
- * GuestRunner. With periodMs, every period's figures too (onPeriod as each ends).
+ * GuestRunner of its own with options.policies, unless one runs it already, which the meter
+ * then joins) or a GuestRunner. With periodMs, every period's figures too (onPeriod as each
+ * ends).
  */
 export async function measureDirtyRate(target: Machine | GuestRunner, options: MeasureDirtyRateOptions): Promise<DirtyRateResult> {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object ({ seconds, mode })');
@@ -353,7 +356,7 @@ export async function measureDirtyRate(target: Machine | GuestRunner, options: M
   let runner = target instanceof GuestRunner ? target : GuestRunner.of(target);
   const own = runner === undefined;
   if (!runner) {
-    runner = new GuestRunner(target as Machine);
+    runner = new GuestRunner(target as Machine, options.policies);
     runner.start();
   }
   try {
