@@ -13,7 +13,7 @@ import {
   stopDirtyLogging, type DirtyRateMode,
 } from '../lib/dirtyrate';
 import { fmt, table, type ReportStyle } from './report';
-import { ratio } from './stats';
+import { median, ratio } from './stats';
 
 export interface DirtyRateBenchPlan {
   /** interleaved rounds of the overhead comparison */
@@ -24,8 +24,8 @@ export interface DirtyRateBenchPlan {
   periodSeconds: number;
 }
 
-export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 6, phaseSeconds: 0.5, windowSeconds: 1, periodSeconds: 0.5 };
-export const DIRTYRATE_QUICK: DirtyRateBenchPlan = { rounds: 2, phaseSeconds: 0.3, windowSeconds: 0.5, periodSeconds: 0.3 };
+export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 9, phaseSeconds: 0.3, windowSeconds: 1, periodSeconds: 0.5 };
+export const DIRTYRATE_QUICK: DirtyRateBenchPlan = { rounds: 3, phaseSeconds: 0.2, windowSeconds: 0.5, periodSeconds: 0.3 };
 
 export interface AccuracyRow {
   mode: DirtyRateMode;
@@ -51,9 +51,9 @@ export interface LimitRow {
 
 export interface DirtyRateBench {
   overhead: {
-    /** epochs per second of Workload.stride (64 pages) */
+    /** epochs per second of Workload.stride (64 pages), medians of the rounds */
     plain: number; ring: number; measuring: number;
-    /** measuring / plain (the target) and measuring / ring */
+    /** medians of the rounds' measuring / plain (the target) and measuring / ring */
     ratio: number | null; ratioVsRing: number | null;
   } | null;
   accuracy: AccuracyRow[];
@@ -136,7 +136,8 @@ async function speed(m: Machine, seconds: number, measure: boolean): Promise<num
   }
 }
 
-async function overhead(kvm: Kvm, plan: DirtyRateBenchPlan): Promise<NonNullable<DirtyRateBench['overhead']>> {
+/** (a): the three phases in rounds; exported for a look at its spread (node -e, a few plans). */
+export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds' | 'phaseSeconds'>): Promise<NonNullable<DirtyRateBench['overhead']>> {
   const K = 64;
   const data = 16384;
   const workload = () => Workload.stride({ firstPage: 512, pages: K, stridePages: data / K });
@@ -144,16 +145,24 @@ async function overhead(kvm: Kvm, plan: DirtyRateBenchPlan): Promise<NonNullable
   const plain = createMachine(kvm, { dataPages: data, mode: 'bitmap', workloads: workload() });
   stopDirtyLogging(plain);
   try {
-    const sum = { plain: 0, ring: 0, measuring: 0 };
-    const phases = [
-      async () => (sum.plain += await speed(plain, plan.phaseSeconds, false)),
-      async () => (sum.ring += await speed(ring, plan.phaseSeconds, false)),
-      async () => (sum.measuring += await speed(ring, plan.phaseSeconds, true)),
-    ];
-    // Each round starts with the next phase, so none always runs first.
-    for (let r = 0; r < plan.rounds; r++) for (let i = 0; i < phases.length; i++) await phases[(r + i) % phases.length]();
-    const n = plan.rounds;
-    return { plain: sum.plain / n, ring: sum.ring / n, measuring: sum.measuring / n, ratio: ratio(sum.measuring, sum.plain), ratioVsRing: ratio(sum.measuring, sum.ring) };
+    // Rounds of the three phases back to back, each round starting with the next phase; the
+    // median of the rounds' ratios, so a round the other engineers' load hit counts once.
+    const rounds: { plain: number; ring: number; measuring: number }[] = [];
+    for (let r = 0; r < plan.rounds; r++) {
+      const x = { plain: 0, ring: 0, measuring: 0 };
+      const phases = [
+        async () => (x.plain = await speed(plain, plan.phaseSeconds, false)),
+        async () => (x.ring = await speed(ring, plan.phaseSeconds, false)),
+        async () => (x.measuring = await speed(ring, plan.phaseSeconds, true)),
+      ];
+      for (let i = 0; i < phases.length; i++) await phases[(r + i) % phases.length]();
+      rounds.push(x);
+    }
+    const med = (f: (x: (typeof rounds)[number]) => number) => median(rounds.map(f));
+    return {
+      plain: med((x) => x.plain), ring: med((x) => x.ring), measuring: med((x) => x.measuring),
+      ratio: med((x) => x.measuring / x.plain), ratioVsRing: med((x) => x.measuring / x.ring),
+    };
   } finally {
     ring.close();
     plain.close();
@@ -262,26 +271,27 @@ export function formatDirtyRate(r: DirtyRateBench, style: ReportStyle): string {
   const out: string[] = [];
   const title = (text: string) => (style === 'markdown' ? `**${text}**\n` : text);
   const rate = (x: number | null) => (x === null ? 'full speed' : `${x} MB/s`);
+  const fixed = (x: number | null | undefined, digits: number) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
   if (r.overhead) {
     out.push(title('Dirty rate: guest speed while dirty-ring mode measures (Workload.stride, 64 pages an epoch; epochs/s)'));
     out.push(table(style, ['no dirty logging', 'ring, not measured', 'ring, measuring', 'measuring / no logging', 'measuring / ring'], [
-      [fmt(r.overhead.plain), fmt(r.overhead.ring), fmt(r.overhead.measuring), fmt(r.overhead.ratio), fmt(r.overhead.ratioVsRing)],
+      [fmt(r.overhead.plain), fmt(r.overhead.ring), fmt(r.overhead.measuring), fixed(r.overhead.ratio, 3), fixed(r.overhead.ratioVsRing, 3)],
     ]));
   }
   if (r.accuracy.length) {
     out.push('', title('Dirty rate: true against measured (MB/s = MiB/s; the truth from the pacer\'s log of the same window)'));
     out.push(table(style, ['mode', 'paced at', 'true', 'measured', 'error %', 'ring entries alone', 'samples/GiB', 'std err'], r.accuracy.map((a) => [
-      a.mode, rate(a.rateMBps), fmt(a.trueMBps), fmt(a.MBps), fmt(a.errorPct, 2), fmt(a.entriesMBps), a.samplePagesPerGiB ? String(a.samplePagesPerGiB) : '-', fmt(a.stdErrMBps),
+      a.mode, rate(a.rateMBps), fmt(a.trueMBps), fmt(a.MBps), fixed(a.errorPct, 2), fmt(a.entriesMBps), a.samplePagesPerGiB ? String(a.samplePagesPerGiB) : '-', fmt(a.stdErrMBps),
     ])));
   }
   if (r.limit.length) {
     out.push('', title('Dirty limit on a full-speed vCPU: achieved from the 4th period on (MB/s), and the unthrottled vCPU\'s speed held / not held'));
     out.push(table(style, ['limit', 'achieved (mean)', 'worst period', 'unthrottled vCPU speed ratio'], r.limit.map((l) => [
-      fmt(l.limitMBps), fmt(l.achievedMBps), fmt(l.worstMBps), fmt(l.unthrottledRatio),
+      fmt(l.limitMBps), fmt(l.achievedMBps), fmt(l.worstMBps), fixed(l.unthrottledRatio, 3),
     ])));
   }
   const t = r.target;
-  out.push('', `${style === 'markdown' ? '**Dirty-rate target:**' : 'Dirty-rate target:'} ${t.what} = ${fmt(t.value)} (>= ${t.bound}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'})`);
+  out.push('', `${style === 'markdown' ? '**Dirty-rate target:**' : 'Dirty-rate target:'} ${t.what} = ${fixed(t.value, 3)} (>= ${t.bound}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'})`);
   return out.join('\n');
 }
 
