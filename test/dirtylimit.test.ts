@@ -183,15 +183,15 @@ describe('DirtyLimit, driven by hand with its own clock (a loop that is not a Gu
     expect(limit.beforeRun(0)).toBeCloseTo(250, 6);
     now += 250;
     expect(limit.beforeRun(0)).toBe(0);
-    // 64 pages per ms seen: with 50 ms of credit saved (12.8 pages) the slice is 0.2 ms, at least 1.
+    // 64 pages per ms seen: with 2 % of a period's quota saved (5.12 pages) the slice is 0.08 ms, at least 1.
     now += 1000;
     expect(limit.sliceMs(0)).toBe(1);
     limit.account(1, 1_000_000); // vCPU 1 has no limit
     expect(limit.beforeRun(1)).toBe(0);
-    // A change keeps the credit (12.8 pages, under the new cap of 25.6): 512 pages leave 499.2 owed at 512/s.
+    // A change keeps the credit (5.12 pages, under the new cap of 10.24): 512 pages leave 506.88 owed at 512/s.
     limit.set(0, 2);
     limit.account(0, 512);
-    expect(limit.beforeRun(0)).toBeCloseTo(975, 6);
+    expect(limit.beforeRun(0)).toBeCloseTo(990, 6);
     limit.clear();
     expect(limit.beforeRun(0)).toBe(0);
     expect(limit.get(0)).toBeNull();

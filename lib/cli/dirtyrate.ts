@@ -228,19 +228,21 @@ export async function dirtyLimitCommand(f: LimitFlags): Promise<void> {
       process.off('SIGINT', onSigint);
       await runner.stop();
     }
-    // The figures of the steady periods: after the first SETTLE_PERIODS (all of them if the run was shorter).
+    // The figures of the steady periods: after the first SETTLE_PERIODS (all of them if the run
+    // was shorter), weighted by their lengths (a period cut short by a late timer weighs less).
     const steady = periods.length > SETTLE_PERIODS ? periods.slice(SETTLE_PERIODS) : periods;
-    const mean = (xs: (number | null)[]) => {
-      const v = xs.filter((x): x is number => x !== null);
-      return v.length ? round(v.reduce((a, b) => a + b, 0) / v.length) : null;
+    const mean = (pick: (p: (typeof periods)[number]) => number | null) => {
+      const v = steady.filter((p) => pick(p) !== null);
+      const secs = v.reduce((a, p) => a + p.seconds, 0);
+      return secs > 0 ? round(v.reduce((a, p) => a + pick(p)! * p.seconds, 0) / secs) : null;
     };
     const report = {
       backend: kvm.backend, host: kvm.hostInfo.description, vcpus: f.vcpus, periodMs: f.periodMs,
       limitMBps: f.limitMbps,
-      achievedMBps: mean(steady.map((p) => p.achievedMBps)),
-      trueMBps: mean(steady.map((p) => p.trueMBps)),
-      unthrottledMBps: mean(steady.map((p) => p.unthrottledMBps)),
-      unthrottledWriteMBps: mean(steady.map((p) => p.unthrottledWriteMBps)),
+      achievedMBps: mean((p) => p.achievedMBps),
+      trueMBps: mean((p) => p.trueMBps),
+      unthrottledMBps: mean((p) => p.unthrottledMBps),
+      unthrottledWriteMBps: mean((p) => p.unthrottledWriteMBps),
       steadyFromPeriod: periods.length > SETTLE_PERIODS ? SETTLE_PERIODS : 0,
       periods,
     };

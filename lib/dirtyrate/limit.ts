@@ -5,7 +5,8 @@
 // charged once per period (the ring may log it many times, DESIGN §5), the balance refills at
 // the quota, and a vCPU in debt waits until it is paid (beforeRun). That is an integral
 // controller: whatever a run overshot is waited off before the next one, so the rate over a
-// period is the quota from the first period on, within one run's pages. Runs are bounded two
+// period is the quota from the first period on, within one run's pages (and the 2 % of
+// credit a vCPU may save up, BURST_SHARE). Runs are bounded two
 // ways, whichever comes first: by the ring (a full ring exits, and the loop asks again), and
 // by a time slice (sliceMs: the loop kicks a run that would write past the balance, at the
 // speed the vCPU was seen to dirty at; 1 ms at the finest, Node's timer resolution).
@@ -22,8 +23,12 @@ import { DistinctPages, slotIndexTable } from './pages';
 import type { RunPolicy } from './runner';
 import { checkMBps, mbpsToPagesPerSec, pagesPerSecToMBps } from './units';
 
-/** Credit a vCPU may save while it dirties less than its quota: 50 ms of it. */
-const BURST_SECONDS = 0.05;
+/**
+ * Credit a vCPU may save while it dirties less than its quota (a timer that fired late, a
+ * host that was busy): 2 % of a period's quota, so a period never gets more than that above
+ * the limit from catching up.
+ */
+const BURST_SHARE = 0.02;
 /** The finest time slice (Node's timers resolve 1 ms). */
 export const MIN_SLICE_MS = 1;
 const MAX_SLICE_MS = 1000;
@@ -105,7 +110,7 @@ export class DirtyLimit implements RunPolicy {
       this.#refill(v, now);
     }
     v.quota = quota;
-    v.balance = Math.min(v.balance, quota * BURST_SECONDS);
+    v.balance = Math.min(v.balance, this.#burst(v));
     this.#wake();
   }
 
@@ -209,9 +214,14 @@ export class DirtyLimit implements RunPolicy {
   #refill(v: VcpuState, now: number): void {
     const dt = now - v.refilled;
     if (dt > 0) {
-      v.balance = Math.min(v.quota * BURST_SECONDS, v.balance + (v.quota * dt) / 1000);
+      v.balance = Math.min(this.#burst(v), v.balance + (v.quota * dt) / 1000);
       v.refilled = now;
     }
+  }
+
+  /** Pages of credit `v` may hold. */
+  #burst(v: VcpuState): number {
+    return (v.quota * BURST_SHARE * this.periodMs) / 1000;
   }
 
   /** Closes the periods that ended by `now`. */
