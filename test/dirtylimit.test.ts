@@ -4,10 +4,11 @@
 // unthrottled, and its speed is its epochs per second. The achieved rate is judged per period
 // against the bound, 10 % of the limit or 1 MB/s, whichever is larger, from the 4th
 // period on. A limit is a ceiling: the rate may never pass it; it must reach it whenever the
-// vCPU could go faster, which the test knows from the time the limit kept the vCPU out of
-// KVM_RUN (held for half the period or more: it had twice the rate to spare). A host so loaded
-// that the guest falls below the limit on its own is thus no failure, and nothing depends on
-// the machine's speed.
+// vCPU could go faster, which the test knows from the runner: the limit kept the vCPU out of
+// KVM_RUN for half the period or more (it had twice the rate to spare) and its waits did not
+// end late (a host too busy to wake it on time: the runner's lateMs). A host so loaded that
+// the guest falls below the limit on its own is thus no failure, and nothing depends on the
+// machine's speed.
 import { Workload, openKvm, type Kvm } from '../lib';
 import { createMachine, type Machine } from '../lib/checkpoint/machine';
 import { DirtyLimit, DirtyRateMeter, GuestRunner, PacedWorkload, dirtyRingBytes, type DirtyRateResult } from '../lib/dirtyrate';
@@ -42,8 +43,8 @@ describeEachBackend('dirty limit', (b) => {
       const limit = new DirtyLimit(machine, { periodMs });
       const runner = new GuestRunner(machine, [paced, limit]);
       const meter = new DirtyRateMeter(runner, 'dirty-ring');
-      const results: { limit: number; period: number; measured: number; truth: number; held: number }[] = [];
-      let cleared: DirtyRateResult;
+      const results: { limit: number; period: number; measured: number; truth: number; held: number; late: number }[] = [];
+      let heldCleared = NaN;
       runner.start();
       try {
         await sleep(100);
@@ -52,37 +53,42 @@ describeEachBackend('dirty limit', (b) => {
           limit.set(0, L); // the first time from no limit, then a change of a running limit
           meter.lap();
           for (let period = 0; period < 6; period++) {
-            const held = runner.stats[0].heldMs;
+            const { heldMs, lateMs } = runner.stats[0];
             await sleep(periodMs);
             const r = meter.lap();
-            results.push({ limit: L, period, measured: r.vcpus![0].MBps, truth: paced.truth(r.startedAt, r.endedAt).vcpus[0].MBps, held: runner.stats[0].heldMs - held });
+            const now = runner.stats[0];
+            results.push({
+              limit: L, period, measured: r.vcpus![0].MBps, truth: paced.truth(r.startedAt, r.endedAt).vcpus[0].MBps,
+              held: now.heldMs - heldMs, late: now.lateMs - lateMs,
+            });
           }
         }
         limit.clear(0);
         expect(limit.get(0)).toBeNull();
-        await sleep(100);
-        meter.lap();
+        await sleep(50); // a wait under way when the limit went ends at once (wake), or at its second at most
+        const before = runner.stats[0].heldMs;
         await sleep(periodMs);
-        cleared = meter.lap();
+        heldCleared = runner.stats[0].heldMs - before;
         meter.stop();
       } finally {
         await runner.stop();
       }
-      for (const x of results.filter((r) => r.period >= 3)) {
+      const steady = results.filter((r) => r.period >= 3);
+      const spare = (x: (typeof results)[number]) => x.held >= periodMs / 2 && x.late <= periodMs * 0.05;
+      for (const x of steady) {
         const tol = tolerance(x.limit);
         // Never above the limit; at it (by the meter and by the pacer's log) when the vCPU had time to spare.
-        const spare = x.held >= periodMs / 2;
-        const ok = x.measured <= x.limit + tol && x.truth <= x.limit + tol && (!spare || (x.measured >= x.limit - tol && x.truth >= x.limit - tol));
+        const ok = x.measured <= x.limit + tol && x.truth <= x.limit + tol && (!spare(x) || (x.measured >= x.limit - tol && x.truth >= x.limit - tol));
         expect({ ...x, ok }).toEqual({ ...x, ok: true });
       }
-      // At 1 and 10 MB/s the vCPU needs a few % of its time even on a loaded host: the floor was checked there.
-      for (const L of [1, 10]) expect(results.some((x) => x.limit === L && x.period >= 3 && x.held >= periodMs / 2)).toBe(true);
-      // Cleared: back to full speed, above the last limit (the sweep of 128 MiB, 320 MB/s at most in 400 ms).
-      expect(cleared!.vcpus![0].MBps).toBeGreaterThan(100 + tolerance(100));
-      // The limit's own periods agree with the meter's (same clock, its own page sets).
+      // Of nine steady periods, one at least came with time to spare (a limit that held too long, or a runner that overslept, never would).
+      expect(steady.filter(spare).length).toBeGreaterThan(0);
+      // Cleared: never held again.
+      expect(heldCleared).toBe(0);
+      // The limit's own periods (same clock, its own page sets) are under the limit too.
       const own = limit.periods(0).filter((p) => p.limitMBps === 10);
       expect(own.length).toBeGreaterThanOrEqual(4);
-      for (const p of own.slice(1)) expect(Math.abs(p.MBps - 10)).toBeLessThanOrEqual(tolerance(10));
+      for (const p of own.slice(1)) expect(p.MBps).toBeLessThanOrEqual(10 + tolerance(10));
       machine.close();
     } finally {
       kvm.close();
@@ -95,28 +101,36 @@ describeEachBackend('dirty limit', (b) => {
       const { machine, paced } = limitMachine(kvm);
       const limit = new DirtyLimit(machine, { periodMs: 250 });
       const runner = new GuestRunner(machine, [paced, limit]);
-      const speed = { limited: 0, unlimited: 0 };
+      const ratios: number[] = [];
+      let touched = 0;
       runner.start();
       try {
-        // The baseline is the same run with vCPU 0 unlimited (both at full speed), in
-        // alternating phases so both share the machine's moods. On 2 cores the two vCPU
-        // threads and the event loop compete: vCPU 1 can only gain once vCPU 0 is held.
-        for (let i = 0; i < 5; i++) {
+        // The baseline is the same run with vCPU 0 unlimited (both at full speed), in short
+        // alternating phases so both share the machine's moods; the median of the pairs, so a
+        // phase the host's other load hit counts once. On 2 cores the two vCPU threads and the
+        // event loop compete: vCPU 1 can only gain once vCPU 0 is held.
+        for (let i = 0; i < 8; i++) {
+          const speed = { limited: 0, unlimited: 0 };
           for (const phase of ['unlimited', 'limited'] as const) {
             if (phase === 'limited') limit.set(0, 100);
             else limit.clear(0);
-            await sleep(50);
-            const e0 = runner.stats[1].epochs;
+            await sleep(30);
+            const { epochs, heldMs, kicked } = runner.stats[1];
             const t0 = performance.now();
-            await sleep(250);
-            speed[phase] += ((runner.stats[1].epochs - e0) * UNTHROTTLED_PAGES) / (performance.now() - t0);
+            await sleep(200);
+            const s1 = runner.stats[1];
+            speed[phase] = ((s1.epochs - epochs) * UNTHROTTLED_PAGES) / (performance.now() - t0);
+            touched += s1.heldMs - heldMs + s1.kicked - kicked;
           }
+          ratios.push(speed.limited / speed.unlimited);
         }
       } finally {
         await runner.stop();
       }
-      expect(speed.unlimited).toBeGreaterThan(0);
-      expect(speed.limited / speed.unlimited).toBeGreaterThanOrEqual(0.9);
+      // The limit never held nor kicked vCPU 1, and it kept its speed.
+      expect(touched).toBe(0);
+      expect(ratios.every(Number.isFinite)).toBe(true);
+      expect(ratios.sort((a, b) => a - b)[ratios.length >> 1]).toBeGreaterThanOrEqual(0.9);
       machine.close();
     } finally {
       kvm.close();
@@ -134,20 +148,29 @@ describeEachBackend('dirty limit', (b) => {
       const runner = new GuestRunner(machine, [paced, limit]);
       const meter = new DirtyRateMeter(runner, 'dirty-ring');
       let r: DirtyRateResult;
+      let held = 0;
+      let late = 0;
       runner.start();
       try {
         limit.set(0, 50);
         await sleep(500);
+        const s0 = runner.stats[0];
         meter.start();
         await sleep(2000);
         r = meter.stop();
+        held = runner.stats[0].heldMs - s0.heldMs;
+        late = runner.stats[0].lateMs - s0.lateMs;
       } finally {
         await runner.stop();
       }
-      expect(Math.abs(r.vcpus![0].MBps - 50)).toBeLessThanOrEqual(tolerance(50));
       // The native vCPU needs ~20 ms for an epoch here: only kicks keep its runs to the balance.
-      // The emulator runs 16,384 writes between looks at a kick (lib/emulator/vcpu.ts), more than an epoch.
+      // The emulator runs 16,384 writes between looks at a kick (lib/emulator/vcpu.ts), more than
+      // an epoch: there a whole epoch (4096 pages, 8 MB/s of a 2 s window) is the finest step.
+      const step = b.name === 'native' ? 0 : K / 256 / r.seconds;
       if (b.name === 'native') expect(runner.stats[0].kicked).toBeGreaterThan(0);
+      // A ceiling always; the limit itself when the vCPU had time to spare (as in the test above).
+      expect(r.vcpus![0].MBps).toBeLessThanOrEqual(50 + tolerance(50) + step);
+      if (held >= 1000 && late <= 100) expect(r.vcpus![0].MBps).toBeGreaterThanOrEqual(50 - tolerance(50) - step);
       machine.close();
     } finally {
       kvm.close();

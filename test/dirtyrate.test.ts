@@ -129,10 +129,12 @@ describeEachBackend('dirty rate', (b) => {
       expect(r.periods).toEqual(periods);
       expect(periods.length).toBeGreaterThanOrEqual(3);
       for (const p of periods) expect(relErr(p.MBps, paced.truth(p.startedAt, p.endedAt).MBps)).toBeLessThan(TOLERANCE);
-      // The window counts a page once: the 20 MB/s sweep over 16 MiB wraps within 1.2 s.
+      // The window counts a page once: the 20 MB/s sweep over 16 MiB wraps within 1.2 s (unless a loaded host slowed it).
       const t = paced.truth(r.startedAt, r.endedAt);
       expect(relErr(r.MBps, t.MBps)).toBeLessThan(TOLERANCE);
-      expect(r.pages).toBeLessThan(periods.reduce((a, p) => a + p.pages, 0));
+      const sum = periods.reduce((a, p) => a + p.pages, 0);
+      if (t.writes > t.pages) expect(r.pages).toBeLessThan(sum);
+      else expect(r.pages).toBe(sum);
       expect(periods[0].startedAt).toBe(r.startedAt);
       expect(periods[periods.length - 1].endedAt).toBe(r.endedAt);
       machine.close();

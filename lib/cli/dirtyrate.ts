@@ -216,11 +216,14 @@ export async function dirtyLimitCommand(f: LimitFlags): Promise<void> {
       // Whole periods only: a sliver at the end would be a rate of a few pages.
       const count = Math.max(1, Math.round((f.seconds * 1000) / f.periodMs));
       const started = performance.now();
+      let was = runner.stats[0];
       for (let k = 1; k <= count && !stop && runner.error === null; k++) {
         await new Promise((r) => setTimeout(r, Math.max(0, started + k * f.periodMs - performance.now())));
-        const p = limitPeriod(periods.length, meter.lap(), paced, f.limitMbps);
+        const now = runner.stats[0];
+        const p = limitPeriod(periods.length, meter.lap(), paced, f.limitMbps, now.heldMs - was.heldMs, now.lateMs - was.lateMs);
+        was = now;
         periods.push(p);
-        if (!f.json) console.log(`  period ${String(p.period).padStart(3)}  limit ${mbps(p.limitMBps)}  achieved ${mbps(p.achievedMBps)} (true ${mbps(p.trueMBps)})  unthrottled ${p.unthrottledMBps === null ? '-' : mbps(p.unthrottledMBps)} MB/s (writes ${p.unthrottledWriteMBps === null ? '-' : mbps(p.unthrottledWriteMBps)})`);
+        if (!f.json) console.log(`  period ${String(p.period).padStart(3)}  limit ${mbps(p.limitMBps)}  achieved ${mbps(p.achievedMBps)} (true ${mbps(p.trueMBps)}, held ${p.heldPct} %)  unthrottled ${p.unthrottledMBps === null ? '-' : mbps(p.unthrottledMBps)} MB/s (writes ${p.unthrottledWriteMBps === null ? '-' : mbps(p.unthrottledWriteMBps)})`);
       }
       if (runner.error !== null) throw runner.error;
       meter.stop();
@@ -254,17 +257,24 @@ export async function dirtyLimitCommand(f: LimitFlags): Promise<void> {
   }
 }
 
-/** One period of the limit run: vCPU 0 against its limit, the others (their mean) unthrottled. */
-function limitPeriod(period: number, r: DirtyRateResult, paced: PacedWorkload, limitMBps: number) {
+/**
+ * One period of the limit run: vCPU 0 against its limit, the others (their mean) unthrottled;
+ * heldPct, the share of the period the limit kept vCPU 0 out of KVM_RUN, and latePct, the
+ * share its waits overran (a busy host: a limit cannot be reached then).
+ */
+function limitPeriod(period: number, r: DirtyRateResult, paced: PacedWorkload, limitMBps: number, heldMs: number, lateMs: number) {
   const t = paced.truth(r.startedAt, r.endedAt);
   const others = r.vcpus!.slice(1);
   const mean = (xs: number[]) => (xs.length ? round(xs.reduce((a, b) => a + b, 0) / xs.length) : null);
+  const ms = r.seconds * 1000;
   return {
     period,
     seconds: round(r.seconds, 4),
     limitMBps,
     achievedMBps: round(r.vcpus![0].MBps),
     trueMBps: round(t.vcpus[0].MBps),
+    heldPct: round((100 * heldMs) / ms, 1),
+    latePct: round((100 * lateMs) / ms, 1),
     unthrottledMBps: mean(others.map((v) => v.MBps)),
     unthrottledWriteMBps: mean(t.vcpus.slice(1).map((v) => v.writesPerSec / PAGES_PER_MB)),
   };
