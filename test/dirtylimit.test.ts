@@ -101,36 +101,36 @@ describeEachBackend('dirty limit', (b) => {
       const { machine, paced } = limitMachine(kvm);
       const limit = new DirtyLimit(machine, { periodMs: 250 });
       const runner = new GuestRunner(machine, [paced, limit]);
-      const ratios: number[] = [];
+      const pages = { limited: 0, unlimited: 0 };
+      const ms = { limited: 0, unlimited: 0 };
       let touched = 0;
       runner.start();
       try {
-        // The baseline is the same run with vCPU 0 unlimited (both at full speed), in short
-        // alternating phases so both share the machine's moods; the median of the pairs, so a
-        // phase the host's other load hit counts once. On 2 cores the two vCPU threads and the
-        // event loop compete: vCPU 1 can only gain once vCPU 0 is held.
-        for (let i = 0; i < 8; i++) {
-          const speed = { limited: 0, unlimited: 0 };
+        // The baseline is the same run with vCPU 0 unlimited (both at full speed). The phases
+        // alternate every 50 ms for 3 s, so the host's other load, which moves a 200 ms
+        // window's speed by tens of %, falls on both alike. On 2 cores the two vCPU threads and
+        // the event loop compete: vCPU 1 can only gain once vCPU 0 is held (measured here:
+        // 1.0-1.03 native, 1.3-1.4 on the emulator, whose vCPUs share one thread).
+        for (let i = 0; i < 30; i++) {
           for (const phase of ['unlimited', 'limited'] as const) {
             if (phase === 'limited') limit.set(0, 100);
             else limit.clear(0);
-            await sleep(30);
             const { epochs, heldMs, kicked } = runner.stats[1];
             const t0 = performance.now();
-            await sleep(200);
+            await sleep(50);
             const s1 = runner.stats[1];
-            speed[phase] = ((s1.epochs - epochs) * UNTHROTTLED_PAGES) / (performance.now() - t0);
+            pages[phase] += (s1.epochs - epochs) * UNTHROTTLED_PAGES;
+            ms[phase] += performance.now() - t0;
             touched += s1.heldMs - heldMs + s1.kicked - kicked;
           }
-          ratios.push(speed.limited / speed.unlimited);
         }
       } finally {
         await runner.stop();
       }
       // The limit never held nor kicked vCPU 1, and it kept its speed.
       expect(touched).toBe(0);
-      expect(ratios.every(Number.isFinite)).toBe(true);
-      expect(ratios.sort((a, b) => a - b)[ratios.length >> 1]).toBeGreaterThanOrEqual(0.9);
+      expect(pages.unlimited).toBeGreaterThan(0);
+      expect(pages.limited / ms.limited / (pages.unlimited / ms.unlimited)).toBeGreaterThanOrEqual(0.9);
       machine.close();
     } finally {
       kvm.close();
