@@ -7,27 +7,26 @@
 // Speeds are compared only as ratios of the same run, phases interleaved.
 
 import { openKvm, Workload, type Kvm } from '../lib/index';
-import { createMachine, type Machine } from '../lib/checkpoint/machine';
+import { createMachine } from '../lib/checkpoint/machine';
 import {
   DirtyLimit, DirtyRateMeter, GuestRunner, PacedWorkload, createPacedMachine, dirtyRingBytes, measureDirtyRate,
   stopDirtyLogging, type DirtyRateMode,
 } from '../lib/dirtyrate';
 import { fmt, table, type ReportStyle } from './report';
-import { median, ratio } from './stats';
+import { ratio } from './stats';
 
 export interface DirtyRateBenchPlan {
-  /** interleaved rounds of the overhead comparison */
+  /** rounds of the overhead comparison's three 50 ms turns */
   rounds: number;
-  /** seconds of each overhead phase, measurement window and limit period */
-  phaseSeconds: number;
+  /** seconds of a measurement window and of a limit period */
   windowSeconds: number;
   periodSeconds: number;
   /** rounds of the three 50 ms phases of the unthrottled vCPU's speed */
   alternations: number;
 }
 
-export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 9, phaseSeconds: 0.3, windowSeconds: 1, periodSeconds: 0.5, alternations: 20 };
-export const DIRTYRATE_QUICK: DirtyRateBenchPlan = { rounds: 3, phaseSeconds: 0.2, windowSeconds: 0.5, periodSeconds: 0.3, alternations: 6 };
+export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 40, windowSeconds: 1, periodSeconds: 0.5, alternations: 20 };
+export const DIRTYRATE_QUICK: DirtyRateBenchPlan = { rounds: 10, windowSeconds: 0.5, periodSeconds: 0.3, alternations: 6 };
 
 export interface AccuracyRow {
   mode: DirtyRateMode;
@@ -55,9 +54,9 @@ export interface LimitRow {
 
 export interface DirtyRateBench {
   overhead: {
-    /** epochs per second of Workload.stride (64 pages), medians of the rounds */
+    /** epochs per second of Workload.stride (64 pages) */
     plain: number; ring: number; measuring: number;
-    /** medians of the rounds' measuring / plain (the target) and measuring / ring */
+    /** measuring / plain (the target) and measuring / ring */
     ratio: number | null; ratioVsRing: number | null;
   } | null;
   accuracy: AccuracyRow[];
@@ -94,7 +93,7 @@ export async function benchDirtyRate(plan: DirtyRateBenchPlan, log: (line: strin
       }
     };
     await part('dirty rate: overhead', async () => {
-      log(`dirty rate: guest speed measuring vs not, ${plan.rounds} x ${plan.phaseSeconds} s per phase`);
+      log(`dirty rate: guest speed measuring vs not, ${plan.rounds} rounds of three 50 ms turns`);
       out.overhead = await overhead(kvm, plan);
       out.target.value = out.overhead.ratio;
       out.target.met = out.overhead.ratio === null ? null : out.overhead.ratio >= out.target.bound;
@@ -116,61 +115,54 @@ export async function benchDirtyRate(plan: DirtyRateBenchPlan, log: (line: strin
   return out;
 }
 
-/** Epochs/s of vCPU 0 under a GuestRunner for `seconds`, a dirty-ring meter lapping beside it if `measure`. */
-async function speed(m: Machine, seconds: number, measure: boolean): Promise<number> {
-  const runner = new GuestRunner(m);
-  runner.start();
-  let meter: DirtyRateMeter | null = null;
-  let laps: NodeJS.Timeout | null = null;
-  try {
-    await sleep(50);
-    if (measure) {
-      meter = new DirtyRateMeter(runner, 'dirty-ring');
-      meter.start();
-      laps = setInterval(() => meter!.lap(), 100); // --watch-like periods, the costliest use
-    }
-    const e0 = runner.stats[0].epochs;
-    const t0 = performance.now();
-    await sleep(seconds * 1000);
-    return ((runner.stats[0].epochs - e0) * 1000) / (performance.now() - t0);
-  } finally {
-    if (laps) clearInterval(laps);
-    meter?.stop();
-    await runner.stop();
-  }
-}
-
-/** (a): the three phases in rounds; exported for a look at its spread (node -e, a few plans). */
-export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds' | 'phaseSeconds'>): Promise<NonNullable<DirtyRateBench['overhead']>> {
+/**
+ * (a): Workload.stride (64 fixed pages) on three machines: no dirty logging, the ring not
+ * measured, the ring measured by a 'dirty-ring' meter (1 s periods, as calc-dirty-rate). All
+ * three run under their GuestRunner throughout, and a policy lets one of them run at a time,
+ * in 50 ms turns for `rounds` rounds, so the host's other load, which moves a few hundred ms'
+ * speed by tens of %, falls on all alike. Exported for a look at its spread (node -e).
+ */
+export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds'>): Promise<NonNullable<DirtyRateBench['overhead']>> {
   const K = 64;
   const data = 16384;
-  const workload = () => Workload.stride({ firstPage: 512, pages: K, stridePages: data / K });
-  const ring = createMachine(kvm, { dataPages: data, mode: 'ring', ringBytes: dirtyRingBytes(kvm, K), workloads: workload() });
-  const plain = createMachine(kvm, { dataPages: data, mode: 'bitmap', workloads: workload() });
-  stopDirtyLogging(plain);
+  const names = ['plain', 'ring', 'measuring'] as const;
+  let turn: (typeof names)[number] = 'plain';
+  const machines = names.map((name) => {
+    const m = createMachine(kvm, {
+      dataPages: data, mode: name === 'plain' ? 'bitmap' : 'ring', ringBytes: name === 'plain' ? undefined : dirtyRingBytes(kvm, K),
+      workloads: Workload.stride({ firstPage: 512, pages: K, stridePages: data / K }),
+    });
+    if (name === 'plain') stopDirtyLogging(m);
+    return m;
+  });
+  const runners = machines.map((m, i) => new GuestRunner(m, [{ beforeRun: () => (turn === names[i] ? 0 : Infinity) }]));
+  const meter = new DirtyRateMeter(runners[2], 'dirty-ring');
+  const sum = names.map(() => ({ epochs: 0, ms: 0 }));
+  let laps: NodeJS.Timeout | null = null;
   try {
-    // Rounds of the three phases back to back, each round starting with the next phase; the
-    // median of the rounds' ratios, so a round the other engineers' load hit counts once.
-    const rounds: { plain: number; ring: number; measuring: number }[] = [];
+    for (const r of runners) r.start();
+    meter.start();
+    laps = setInterval(() => meter.lap(), 1000);
     for (let r = 0; r < plan.rounds; r++) {
-      const x = { plain: 0, ring: 0, measuring: 0 };
-      const phases = [
-        async () => (x.plain = await speed(plain, plan.phaseSeconds, false)),
-        async () => (x.ring = await speed(ring, plan.phaseSeconds, false)),
-        async () => (x.measuring = await speed(ring, plan.phaseSeconds, true)),
-      ];
-      for (let i = 0; i < phases.length; i++) await phases[(r + i) % phases.length]();
-      rounds.push(x);
+      for (let i = 0; i < names.length; i++) {
+        turn = names[i];
+        for (const x of runners) x.wake();
+        await sleep(5); // the machine whose turn ended finishes its epoch
+        const e0 = runners[i].stats[0].epochs;
+        const t0 = performance.now();
+        await sleep(50);
+        sum[i].epochs += runners[i].stats[0].epochs - e0;
+        sum[i].ms += performance.now() - t0;
+      }
     }
-    const med = (f: (x: (typeof rounds)[number]) => number) => median(rounds.map(f));
-    return {
-      plain: med((x) => x.plain), ring: med((x) => x.ring), measuring: med((x) => x.measuring),
-      ratio: med((x) => x.measuring / x.plain), ratioVsRing: med((x) => x.measuring / x.ring),
-    };
+    meter.stop();
   } finally {
-    ring.close();
-    plain.close();
+    if (laps) clearInterval(laps);
+    for (const r of runners) await r.stop();
+    for (const m of machines) m.close();
   }
+  const [plain, ring, measuring] = sum.map((x) => (x.epochs * 1000) / x.ms);
+  return { plain, ring, measuring, ratio: ratio(measuring, plain), ratioVsRing: ratio(measuring, ring) };
 }
 
 async function accuracy(kvm: Kvm, plan: DirtyRateBenchPlan): Promise<AccuracyRow[]> {
