@@ -13,7 +13,7 @@ import {
   stopDirtyLogging, type DirtyRateMode,
 } from '../lib/dirtyrate';
 import { fmt, table, type ReportStyle } from './report';
-import { ratio } from './stats';
+import { median, ratio } from './stats';
 
 export interface DirtyRateBenchPlan {
   /** rounds of the overhead comparison's three 50 ms turns */
@@ -25,7 +25,7 @@ export interface DirtyRateBenchPlan {
   alternations: number;
 }
 
-export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 40, windowSeconds: 1, periodSeconds: 0.5, alternations: 20 };
+export const DIRTYRATE_FULL: DirtyRateBenchPlan = { rounds: 60, windowSeconds: 1, periodSeconds: 0.5, alternations: 30 };
 export const DIRTYRATE_QUICK: DirtyRateBenchPlan = { rounds: 10, windowSeconds: 0.5, periodSeconds: 0.3, alternations: 6 };
 
 export interface AccuracyRow {
@@ -119,8 +119,9 @@ export async function benchDirtyRate(plan: DirtyRateBenchPlan, log: (line: strin
  * (a): Workload.stride (64 fixed pages) on three machines: no dirty logging, the ring not
  * measured, the ring measured by a 'dirty-ring' meter (1 s periods, as calc-dirty-rate). All
  * three run under their GuestRunner throughout, and a policy lets one of them run at a time,
- * in 50 ms turns for `rounds` rounds, so the host's other load, which moves a few hundred ms'
- * speed by tens of %, falls on all alike. Exported for a look at its spread (node -e).
+ * in 50 ms turns for `rounds` rounds (the order rotating), so the host's other load, which
+ * moves a few hundred ms' speed by tens of %, falls on all alike. Exported for a look at its
+ * spread (node -e).
  */
 export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds'>): Promise<NonNullable<DirtyRateBench['overhead']>> {
   const K = 64;
@@ -137,23 +138,30 @@ export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds'
   });
   const runners = machines.map((m, i) => new GuestRunner(m, [{ beforeRun: () => (turn === names[i] ? 0 : Infinity) }]));
   const meter = new DirtyRateMeter(runners[2], 'dirty-ring');
-  const sum = names.map(() => ({ epochs: 0, ms: 0 }));
+  // Blocks of 10 rounds; the figures are the medians of the blocks' (a block the host's other load hit counts once).
+  const blocks: { plain: number; ring: number; measuring: number }[] = [];
   let laps: NodeJS.Timeout | null = null;
   try {
     for (const r of runners) r.start();
     meter.start();
     laps = setInterval(() => meter.lap(), 1000);
-    for (let r = 0; r < plan.rounds; r++) {
-      for (let i = 0; i < names.length; i++) {
-        turn = names[i];
-        for (const x of runners) x.wake();
-        await sleep(5); // the machine whose turn ended finishes its epoch
-        const e0 = runners[i].stats[0].epochs;
-        const t0 = performance.now();
-        await sleep(50);
-        sum[i].epochs += runners[i].stats[0].epochs - e0;
-        sum[i].ms += performance.now() - t0;
+    for (let b = 0; b < Math.max(1, Math.round(plan.rounds / 10)); b++) {
+      const sum = names.map(() => ({ epochs: 0, ms: 0 }));
+      for (let r = 0; r < 10; r++) {
+        for (let i = 0; i < names.length; i++) {
+          turn = names[(r + i) % names.length];
+          const k = names.indexOf(turn);
+          for (const x of runners) x.wake();
+          await sleep(5); // the machine whose turn ended finishes its epoch
+          const e0 = runners[k].stats[0].epochs;
+          const t0 = performance.now();
+          await sleep(50);
+          sum[k].epochs += runners[k].stats[0].epochs - e0;
+          sum[k].ms += performance.now() - t0;
+        }
       }
+      const [plain, ring, measuring] = sum.map((x) => (x.epochs * 1000) / x.ms);
+      blocks.push({ plain, ring, measuring });
     }
     meter.stop();
   } finally {
@@ -161,8 +169,11 @@ export async function overhead(kvm: Kvm, plan: Pick<DirtyRateBenchPlan, 'rounds'
     for (const r of runners) await r.stop();
     for (const m of machines) m.close();
   }
-  const [plain, ring, measuring] = sum.map((x) => (x.epochs * 1000) / x.ms);
-  return { plain, ring, measuring, ratio: ratio(measuring, plain), ratioVsRing: ratio(measuring, ring) };
+  const med = (f: (b: (typeof blocks)[number]) => number) => median(blocks.map(f));
+  return {
+    plain: med((b) => b.plain), ring: med((b) => b.ring), measuring: med((b) => b.measuring),
+    ratio: med((b) => b.measuring / b.plain), ratioVsRing: med((b) => b.measuring / b.ring),
+  };
 }
 
 async function accuracy(kvm: Kvm, plan: DirtyRateBenchPlan): Promise<AccuracyRow[]> {
