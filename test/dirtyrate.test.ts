@@ -257,6 +257,11 @@ describeEachBackend('dirty rate', (b) => {
       machine.close();
       const { machine: bitmap } = createPacedMachine(kvm, { rateMBps: 1, spanPages: 64, mode: 'bitmap' });
       expect(() => new DirtyRateMeter(bitmap, 'dirty-ring')).toThrow(/needs a machine with the dirty ring/);
+      const meter = new DirtyRateMeter(bitmap, 'dirty-bitmap');
+      expect(() => meter.lap()).toThrow(/start\(\) the meter first/);
+      meter.start();
+      meter.stop();
+      expect(() => meter.lap()).toThrow(/measures one window/);
       bitmap.close();
       // A ring smaller than one run's pages could be overfilled on a PVM host: refused.
       const limits = kvm.dirtyRingLimits();

@@ -99,6 +99,7 @@ export class DirtyRateMeter {
   readonly #counter: Counter;
   #startedAt = NaN;
   #lapAt = NaN;
+  #stopped = false;
   readonly #periods: DirtyRateResult[] = [];
 
   constructor(target: Machine | GuestRunner, mode: DirtyRateMode, options: DirtyRateMeterOptions = {}) {
@@ -141,6 +142,7 @@ export class DirtyRateMeter {
    */
   stop(): DirtyRateResult {
     const { period, window } = this.#lap();
+    this.#stopped = true;
     this.#counter.end();
     if (this.#periods.length > 0) {
       this.#periods.push(period);
@@ -151,6 +153,7 @@ export class DirtyRateMeter {
 
   #lap(): { period: DirtyRateResult; window: DirtyRateResult } {
     if (Number.isNaN(this.#startedAt)) throw new Error('start() the meter first');
+    if (this.#stopped) throw new Error('the meter is stopped (a meter measures one window)');
     const c = this.#counter.lap();
     const now = performance.now();
     const period = this.#result(c.period, this.#lapAt, now);
