@@ -128,7 +128,7 @@ export function fmt(x: number | null | undefined, digits = 3): string {
 
 export type ReportStyle = 'text' | 'markdown';
 
-function table(style: ReportStyle, header: string[], rows: string[][]): string {
+export function table(style: ReportStyle, header: string[], rows: string[][]): string {
   if (style === 'markdown') {
     const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
     return [line(header), `|${header.map((_, i) => (i === 0 ? '---' : '--:')).join('|')}|`, ...rows.map(line)].join('\n');

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// The kvm-dirty command line: probe the host's KVM dirty-tracking capabilities, and the
-// checkpointing commands (checkpoint, replica, restore, migrate, failover-test) of lib/cli/.
+// The kvm-dirty command line: probe the host's KVM dirty-tracking capabilities, the
+// checkpointing commands (checkpoint, replica, restore, migrate, failover-test) and the
+// dirty-rate commands (dirtyrate, dirtylimit) of lib/cli/.
 import { Command, Option } from 'commander';
 import { openKvm, type OpenOptions } from '../lib';
 import { registerCheckpointCommands } from '../lib/cli';
+import { registerDirtyRateCommands } from '../lib/cli/dirtyrate';
 import { formatProbe, probe } from '../lib/probe';
 
 const program = new Command();
@@ -32,6 +34,7 @@ backendOptions(program.command('probe'))
   });
 
 registerCheckpointCommands(program, backendOptions);
+registerDirtyRateCommands(program, backendOptions);
 
 program.parseAsync().catch((e: Error) => {
   console.error(`kvm-dirty: ${e.message}`);

@@ -25,6 +25,8 @@ export {
   runFailoverTrial, formatFailover, runPartitionTrial, FAULTS,
   type FailoverOptions, type FailoverResult, type PartitionOptions, type PartitionResult, type ScheduleRecord, type Fault, type EtcdTrialOptions,
 } from './failover';
+// The dirty rate and the dirty limit of a machine (also kvm-dirty/dirtyrate).
+export { measureDirtyRate, DirtyRateMeter, DirtyLimit, GuestRunner, type DirtyRateMode, type DirtyRateResult, type RunPolicy } from '../dirtyrate';
 export { benchCheckpoint, type BenchCheckpointOptions, type BenchCheckpointResult } from './bench';
 export { StreamError, FrameDecoder, FrameType, type StreamErrorCode } from './format';
 export { crc32c } from './crc32c';
