@@ -25,6 +25,7 @@
 // minus the destination's own delay before sending it.
 
 import type { Socket } from 'node:net';
+import { DirtyLimit } from '../dirtyrate/limit';
 import { GuestRunner, type RunPolicy } from '../dirtyrate/runner';
 import type { DirtyPages } from '../dirty-pages';
 import type { Regs } from '../backend';
@@ -37,7 +38,7 @@ import { DirtyTracker, type PageSet } from './tracker';
 import { StreamWriter, type SlotSource } from './writer';
 
 export type MigrationStatus = 'completed' | 'failed' | 'cancelled';
-export type ThrottleMode = 'none' | 'auto-converge';
+export type ThrottleMode = 'none' | 'auto-converge' | 'dirty-limit';
 
 export interface MigrateToOptions {
   /**
@@ -51,7 +52,10 @@ export interface MigrateToOptions {
   downtimeLimitMs?: number;
   /** cap on the send rate in MB/s (10^6 bytes per second); default: none */
   maxBandwidthMBps?: number;
-  /** how a guest that dirties faster than the link is slowed (default 'auto-converge'; 'none': it is not) */
+  /**
+   * how a guest that dirties faster than the link is slowed (default 'auto-converge'; 'none':
+   * it is not; 'dirty-limit': a DirtyLimit per vCPU, ring mode only, halved while it does not converge)
+   */
   throttle?: ThrottleMode;
   /** pre-copy rounds after the full copy before stop-and-copy happens anyway (default 30) */
   maxRounds?: number;
@@ -126,6 +130,8 @@ export interface MigrationStats {
   throttlePercent: number;
   /** the largest throttle applied */
   maxThrottlePercent: number;
+  /** 'dirty-limit': the last quota each vCPU was held to, MiB/s (null: never limited) */
+  dirtyLimitMBps: number | null;
   throttle: ThrottleMode;
   /** the last estimate before stop-and-copy */
   expectedDowntimeMs: number;
@@ -221,14 +227,16 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
   if (!(tap instanceof OutputTap)) throw new TypeError('outputs must be an OutputTap');
   const collector = machine.mode === 'ring' ? new RingCollector(tracker, set) : null;
   const throttle = new CpuThrottle();
+  if (o.throttle === 'dirty-limit' && machine.mode !== 'ring') throw new RangeError(`throttle 'dirty-limit' needs the dirty ring, which says which vCPU dirtied a page (this machine tracks with '${machine.mode}')`);
+  const limit = o.throttle === 'dirty-limit' ? new DirtyLimit(machine, { periodMs: 100 }) : null;
   // The caller's tap is on the caller's runner already.
-  const policies: RunPolicy[] = [...(o.outputs && o.runner ? [] : [tap]), throttle, ...(collector ? [collector] : [])];
+  const policies: RunPolicy[] = [...(o.outputs && o.runner ? [] : [tap]), throttle, ...(collector ? [collector] : []), ...(limit ? [limit] : [])];
   if (o.runner !== undefined && (!(o.runner instanceof GuestRunner) || o.runner.machine !== machine)) throw new TypeError('runner must be a GuestRunner of this machine');
   const runner = o.runner ?? new GuestRunner(machine);
   const ownRunner = o.runner === undefined;
   const stats: MigrationStats = {
     status: 'failed', target: where, totalTimeMs: 0, downtimeMs: null, setupTimeMs: 0, transferredBytes: 0, pages: 0, rounds: [],
-    dirtySyncCount: 0, throttlePercent: 0, maxThrottlePercent: 0, throttle: o.throttle, expectedDowntimeMs: 0,
+    dirtySyncCount: 0, throttlePercent: 0, maxThrottlePercent: 0, dirtyLimitMBps: null, throttle: o.throttle, expectedDowntimeMs: 0,
     downtimeLimitMs: o.downtimeLimitMs, maxBandwidthMBps: o.maxBandwidthMBps ?? null, converged: null, overfills: 0,
     storageAttrs: 0, rttMs: 0, mode: machine.mode, backend: machine.kvm.backend, arch: machine.kvm.arch, vcpus: machine.vcpus.length,
     outputSeq: tap.seq,
@@ -396,14 +404,20 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
       const r = await round(epoch, found, [], attrs);
       bandwidth = throughput(r) ?? bandwidth;
       stats.rounds.push(roundStats(epoch, found.count, r, dirtyRate, r.bytes / Math.max(r.ms, 1e-3), throttle.percent, expected, overfilled));
-      // Auto-converge: dirtying more than half of what the round moved, twice in a row, raises the throttle.
-      if (o.throttle === 'auto-converge') {
-        const dirtiedBytes = (dirtyRate * 4096 * r.ms) / 1000;
-        highDirtyRounds = dirtiedBytes > AUTO_CONVERGE.trigger * r.bytes ? highDirtyRounds + 1 : 0;
-        if (highDirtyRounds >= 2) {
+      // Dirtying more than half of what the round moved, twice in a row (QEMU's trigger), slows the guest:
+      // auto-converge raises the CPU throttle; dirty-limit holds each vCPU to a share of half the
+      // link at first, then to half its last quota.
+      const dirtiedBytes = (dirtyRate * 4096 * r.ms) / 1000;
+      highDirtyRounds = dirtiedBytes > AUTO_CONVERGE.trigger * r.bytes ? highDirtyRounds + 1 : 0;
+      if (highDirtyRounds >= 2 && o.throttle !== 'none') {
+        highDirtyRounds = 0;
+        if (limit) {
+          const quota = Math.max(1, stats.dirtyLimitMBps === null ? (bandwidth * 1000 * AUTO_CONVERGE.trigger) / 2 ** 20 / machine.vcpus.length : stats.dirtyLimitMBps / 2);
+          for (const v of machine.vcpus) limit.set(v.id, quota);
+          stats.dirtyLimitMBps = quota;
+        } else {
           throttle.percent = throttle.percent === 0 ? AUTO_CONVERGE.initial : Math.min(AUTO_CONVERGE.max, throttle.percent + AUTO_CONVERGE.increment);
           stats.maxThrottlePercent = Math.max(stats.maxThrottlePercent, throttle.percent);
-          highDirtyRounds = 0;
         }
       }
       stats.throttlePercent = throttle.percent;

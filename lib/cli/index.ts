@@ -64,7 +64,7 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .option('--to <host:port>', 'migrate to the destination listening there (`kvm-dirty incoming --listen`)', hostPort)
     .option('--downtime-limit <ms>', '--to: stop-and-copy once the pages left fit in this many ms at the measured bandwidth', positiveNumber('--downtime-limit'), 300)
     .option('--max-bandwidth <MBps>', '--to: cap the send rate (MB/s)', positiveNumber('--max-bandwidth'))
-    .addOption(new Option('--throttle <mode>', '--to: slow a guest that dirties faster than the link').choices(['auto-converge', 'none']).default('auto-converge'))
+    .addOption(new Option('--throttle <mode>', '--to: slow a guest that dirties faster than the link').choices(['auto-converge', 'dirty-limit', 'none']).default('auto-converge'))
     .option('--max-rounds <N>', '--to: stop-and-copy after at most N pre-copy rounds', positiveInt('--max-rounds'), 30)
     .option('--run-ms <ms>', '--to: run the guest this long before migrating (and after a failed migration)', positiveNumber('--run-ms'), 200)
     .option('--output-client <host:port>', '--to: send the guest\'s outputs (counter workload) to this client', hostPort)
