@@ -469,6 +469,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
     for (const p of policies) runner.removePolicy(p);
     o.signal?.removeEventListener('abort', onAbort);
     stats.totalTimeMs = performance.now() - started;
+    stats.overfills = tracker.overfills;
     stats.throttlePercent = throttle.percent;
   }
 }
