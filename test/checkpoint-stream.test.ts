@@ -36,7 +36,8 @@ async function makeStream(epochs: number, seed = 1): Promise<{ bytes: Buffer; fr
   try {
     const m = createMachine(kvm, { dataPages: 64, workloads: Workload.random({ firstPage: 512, spanPages: 64, pagesPerEpoch: 3, seed }) });
     const sink = new CaptureSink();
-    await new Checkpointer({ machine: m, sink, epochMs: 60_000 }).run({ epochs });
+    // plain Epoch frames: the layout the damage tests below aim at (delta-encoded streams: test/stream-delta.test.ts)
+    await new Checkpointer({ machine: m, sink, epochMs: 60_000, delta: false }).run({ epochs });
     const bytes = Buffer.concat(sink.chunks);
     const frames: FrameInfo[] = [];
     new FrameDecoder().push(bytes).forEach((f) => {

@@ -23,7 +23,7 @@ import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
 import type { LeaseTag } from './lease-frame';
 import { DirtyTracker, type PageSet } from './tracker';
-import { StreamWriter, type SlotSource } from './writer';
+import { StreamWriter, type SlotSource, type StreamWriterOptions } from './writer';
 
 /** The workload's end-of-epoch port (Workload.stride / random). */
 export const EPOCH_PORT = 0x10;
@@ -57,6 +57,8 @@ export interface CheckpointerOptions {
   outputPorts?: number[];
   /** output sequence number of the first output (default 0; after a failover, the restored one) */
   outputSeq?: number;
+  /** delta-encode the pages (stream format extension 2; default: on, with StreamWriter's default cache); false: plain Epoch frames */
+  delta?: StreamWriterOptions['delta'];
   /** called after each epoch is sent */
   onEpoch?: (e: EpochInfo) => void;
   /**
@@ -119,7 +121,7 @@ const PAUSE_SAMPLES = 1 << 20;
 export class Checkpointer {
   readonly machine: Machine;
   readonly writer: StreamWriter;
-  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink' | 'carried' | 'lease' | 'beforeEpoch'>> & CheckpointerOptions;
+  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink' | 'carried' | 'lease' | 'beforeEpoch' | 'delta'>> & CheckpointerOptions;
   readonly #tracker: DirtyTracker;
   readonly #set: PageSet;
   readonly #slots: SlotSource[];
@@ -171,7 +173,7 @@ export class Checkpointer {
       throw new RangeError(`carried outputs ${c.firstSeq}..${c.firstSeq + c.count - 1} (released up to ${c.released}) must end where outputSeq ${this.#outputSeq} starts`);
     }
     this.#commit.start(c ? c.released : this.#outputSeq, c ? c.firstSeq : this.#outputSeq);
-    this.writer = new StreamWriter(4096);
+    this.writer = new StreamWriter(4096, { delta: options.delta });
     const sink = options.sink;
     sink.onAck = (epoch) => this.#onAck(epoch);
     sink.onFailure = (err) => this.#fail(err);
@@ -313,8 +315,7 @@ export class Checkpointer {
     const buf = c
       ? this.writer.epoch(0, regs, c.packed, c.count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked)
       : this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
-    this.writer.seal(buf);
-    this.#send(buf, true);
+    this.#send(this.writer.finish(buf), true);
     if (c) this.#commit.hold(0, c.released, c.packed.subarray(2 * (c.released - c.firstSeq)), this.#outputSeq - c.released);
     else this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
     this.#inFlight++;
@@ -392,7 +393,7 @@ export class Checkpointer {
     return !this.#stopping && !this.#failure && this.#epoch < maxEpochs && performance.now() < deadline;
   }
 
-  /** Collects, copies and frames the epoch that just ended (unsealed: see writer.seal). */
+  /** Collects, copies and frames the epoch that just ended (not yet encoded: see writer.finish). */
   /**
    * Leaves the vCPUs ready to run on: a kick that landed after a vCPU had already stopped
    * (the budget timer racing the epoch's own end, or stop()) would otherwise make the
@@ -430,9 +431,9 @@ export class Checkpointer {
     return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: s.vcpu.getRegs() }));
   }
 
+  /** Encodes (delta) and checksums the epoch's frames, with the guest running again, and sends them. */
   #sealAndSend(buf: Buffer): void {
-    this.writer.seal(buf);
-    this.#send(buf, true);
+    this.#send(this.writer.finish(buf), true);
   }
 
   #send(buf: Buffer, pooled: boolean): void {

@@ -55,11 +55,13 @@ export enum FrameType {
   Lease = 11,
   /** VM host -> output client, first (with a coordinator): the lease the host releases outputs under */
   HostHello = 12,
+  /** an Epoch part whose pages are delta-encoded (extension 2): zero, unchanged, XBZRLE runs or whole */
+  EpochDelta = 13,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck', 9: 'Control', 10: 'StorageAttrs',
-  11: 'Lease', 12: 'HostHello',
+  11: 'Lease', 12: 'HostHello', 13: 'EpochDelta',
 };
 
 export function frameTypeName(type: number): string {

@@ -6,8 +6,10 @@
 
 import { decodeAttrsFrame, decodeControlFrame, type AttrRun, type ControlRecord } from './control';
 import { BufferPool, FrameDecoder, FrameType, StreamError, frameTypeName, type Frame } from './format';
+import { crc32c } from './crc32c';
+import { applyDelta } from './xbzrle';
 import {
-  decodeCommit, decodeEpoch, decodeHeader, decodeU64Frame,
+  PageKind, decodeCommit, decodeEpoch, decodeEpochDelta, decodeHeader, decodeU64Frame,
   type CommitRecord, type EpochPart, type MachineLayout, type OutputRecord, type VcpuRegs,
 } from './records';
 import { decodeLeaseFrame, type LeaseTag } from './lease-frame';
@@ -168,7 +170,7 @@ export class ReplicaImage {
 
   #frame(f: Frame): CommitRecord | null {
     const r = this.#apply(f);
-    // An Epoch frame's buffer stays with its staged part; every other frame is done with here.
+    // A plain Epoch frame's buffer stays with its staged part; an EpochDelta's contents were decoded out of it.
     if (f.pooled && f.type !== FrameType.Epoch) this.#pool.release(f.pooled);
     return r;
   }
@@ -197,7 +199,10 @@ export class ReplicaImage {
         this.#lease = decodeLeaseFrame(f);
         return null;
       case FrameType.Epoch:
-        this.#stage(f);
+        this.#stage(f, decodeEpoch(f, this.#layout!.pageSize));
+        return null;
+      case FrameType.EpochDelta:
+        this.#stage(f, this.#decodeDelta(f));
         return null;
       case FrameType.Commit:
         return this.#commit(f);
@@ -250,9 +255,36 @@ export class ReplicaImage {
     }
   }
 
-  #stage(f: Frame): void {
+  /**
+   * An EpochDelta part, decoded against the pages as last committed (an epoch names each page
+   * once, so none of its own parts changed them yet) into contents of its own, then checked
+   * against the writer's CRC of the decoded pages: a delta applied to other contents than the
+   * writer's (a page this replica does not hold as the writer thinks) is refused, not applied.
+   */
+  #decodeDelta(f: Frame): EpochPart {
+    const ps = this.#layout!.pageSize;
+    const d = decodeEpochDelta(f, ps);
+    const contents = Buffer.alloc(d.gfns.length * ps);
+    for (let i = 0; i < d.gfns.length; i++) {
+      const k = this.#slotOf(d.gfns[i]);
+      if (k < 0) throw new StreamError('EFRAME', f.offset, `epoch ${d.epoch}: page ${d.gfns[i]} is in no memory slot`);
+      const page = contents.subarray(i * ps, (i + 1) * ps);
+      const data = d.data.subarray(d.dataStart[i], d.dataStart[i] + d.dataLength[i]);
+      const base = (d.gfns[i] - this.#slotGfn[k]) * ps;
+      if (d.kinds[i] === PageKind.Whole) data.copy(page);
+      else if (d.kinds[i] !== PageKind.Zero) {
+        this.#memory[k].copy(page, 0, base, base + ps);
+        if (d.kinds[i] === PageKind.Delta && !applyDelta(page, data)) throw new StreamError('EFRAME', f.offset, `epoch ${d.epoch}: the delta of page ${d.gfns[i]} reaches past the page`);
+      }
+    }
+    if (crc32c(contents) !== d.contentCrc) {
+      throw new StreamError('ECRC', f.offset, `epoch ${d.epoch} part ${d.part}: the decoded pages do not match the writer's checksum (a delta against contents this replica does not hold)`);
+    }
+    return { epoch: d.epoch, part: d.part, vcpus: d.vcpus, outputs: d.outputs, gfns: d.gfns, contents };
+  }
+
+  #stage(f: Frame, part: EpochPart): void {
     const layout = this.#layout!;
-    const part = decodeEpoch(f, layout.pageSize);
     const want = this.#staged ? this.#staged.epoch : this.epoch + 1;
     if (part.epoch !== want) {
       throw new StreamError('EORDER', f.offset, `Epoch frame of epoch ${part.epoch} where epoch ${want} was due (last committed: ${this.epoch})`);
@@ -274,7 +306,7 @@ export class ReplicaImage {
     }
     if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, attrs: [], buffers: [] };
     this.#staged.parts.push(part);
-    if (f.pooled) this.#staged.buffers.push(f.pooled);
+    if (f.pooled && f.type === FrameType.Epoch) this.#staged.buffers.push(f.pooled);
     this.#staged.pages += part.gfns.length;
   }
 

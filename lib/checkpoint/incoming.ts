@@ -20,7 +20,7 @@ import type { Kvm } from '../kvm';
 import { ControlKind, encodeControlFrame, type ControlRecord } from './control';
 import { FrameType, StreamError } from './format';
 import { ReplicaImage } from './image';
-import { machineFromLayout, setRegisters, type DirtyMode, type Machine } from './machine';
+import { machineFromLayout, type DirtyMode, type Machine } from './machine';
 import { OutputTap, applyStorageAttrs } from './migration-link';
 import { OutputChannel } from './output';
 import { encodeErrorFrame, encodeU64Frame, type CommitRecord, type VcpuRegs } from './records';
@@ -133,6 +133,11 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
   };
   const image = new ReplicaImage((layout) => {
     machine = machineFromLayout(o.kvm, layout, o.mode ?? 'auto');
+    // The special registers come with the Header: set now, out of the downtime (KVM_SET_SREGS resets the vCPU's MMU context).
+    machine.vcpus.forEach((v, i) => {
+      v.setSregs(layout.vcpus[i].sregs);
+      machine!.sregs[i] = layout.vcpus[i].sregs;
+    });
     return machine.slots.map((s) => s.bytes);
   }, onControl);
   let handedOver = false;
@@ -194,7 +199,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     const m = machine as Machine | null;
     if (!m || !image.restorable || !image.layout) throw new Error('the stream ended without a complete machine: nothing was started');
     // Complete: registers, storage attributes, then the guest runs on here with its outputs held.
-    setRegisters(m, image.layout, image.regs);
+    m.vcpus.forEach((v, i) => v.setRegs(image.regs[i].regs)); // (sregs were set at the Header)
     let attrs = 0;
     if (m.cmma) m.slots.forEach((s, i) => (attrs += applyStorageAttrs(m.vm, s.layout.guestPhysAddr / 4096, image.storageAttrs(i))));
     o.onComplete?.(m);

@@ -104,8 +104,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrationResult> {
 
   const rounds: MigrationRound[] = [];
   const round = (epoch: number, started: number, regs: { id: number; regs: import('../backend').Regs }[] = []) => {
-    const buf = writer.epoch(epoch, regs, [], 0, set, slots, 0, 0);
-    writer.seal(buf);
+    const buf = writer.finish(writer.epoch(epoch, regs, [], 0, set, slots, 0, 0));
     transfer(buf);
     rounds.push({ round: epoch, pages: set.count, ms: performance.now() - started });
   };

@@ -35,7 +35,7 @@ import { describeMachine, forEachNonZeroPage, type Machine } from './machine';
 import { Link, OutputTap, connectTo, drainStorageAttrs, parseTarget, type MigrationTarget } from './migration-link';
 import { decodeErrorFrame, decodeU64Frame } from './records';
 import { DirtyTracker, type PageSet } from './tracker';
-import { StreamWriter, type SlotSource } from './writer';
+import { StreamWriter, type SlotSource, type StreamWriterOptions } from './writer';
 
 export type MigrationStatus = 'completed' | 'failed' | 'cancelled';
 export type ThrottleMode = 'none' | 'auto-converge' | 'dirty-limit';
@@ -59,6 +59,11 @@ export interface MigrateToOptions {
   throttle?: ThrottleMode;
   /** pre-copy rounds after the full copy before stop-and-copy happens anyway (default 30) */
   maxRounds?: number;
+  /**
+   * delta-encode the pages (stream format extension 2: XBZRLE against what was sent of a page
+   * before; default on, with StreamWriter's default cache); false: every page whole
+   */
+  delta?: StreamWriterOptions['delta'];
   /** least ms between two syncs of the dirty log (default 5) */
   minRoundMs?: number;
   /**
@@ -222,7 +227,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
   let set = tracker.newPageSet();
   let spare = tracker.newPageSet();
   const slots: SlotSource[] = machine.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
-  const writer = new StreamWriter(4096);
+  const writer = new StreamWriter(4096, { delta: o.delta });
   const tap = o.outputs ?? new OutputTap([0x11], 0, { released: true });
   if (!(tap instanceof OutputTap)) throw new TypeError('outputs must be an OutputTap');
   const collector = machine.mode === 'ring' ? new RingCollector(tracker, set) : null;
@@ -332,8 +337,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
      */
     const round = async (epoch: number, pages: PageSet, regs: { id: number; regs: Regs }[], attrs: AttrRun[]): Promise<{ bytes: number; ms: number }> => {
       const out = tap.take();
-      const buf = writer.epoch(epoch, regs, out.packed, out.count, pages, slots, tap.seq, tap.clientAcked, attrs.length ? attrs : undefined);
-      writer.seal(buf);
+      const buf = writer.finish(writer.epoch(epoch, regs, out.packed, out.count, pages, slots, tap.seq, tap.clientAcked, attrs.length ? attrs : undefined));
       const t = performance.now();
       await send(regs.length ? Buffer.concat([buf, writer.end(epoch)]) : buf);
       writer.pool.release(buf);

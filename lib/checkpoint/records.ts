@@ -280,18 +280,28 @@ export function decodeEpoch(frame: Frame, pageSize: number): EpochPart {
   const p = frame.payload;
   const off = frame.offset;
   need(p, EPOCH_FIXED, off, 'Epoch');
-  const epoch = readU64(p, 0, off, 'epoch number');
-  const part = p.readUInt32LE(8);
-  const pages = p.readUInt32LE(12);
-  const nVcpus = p.readUInt32LE(16);
-  const nOutputs = p.readUInt32LE(20);
-  const expect = epochPayloadBytes(nVcpus, nOutputs, pages, pageSize);
+  const h = readEpochFixed(p, off);
+  const expect = epochPayloadBytes(h.nVcpus, h.nOutputs, h.pages, pageSize);
   if (p.length !== expect) {
-    throw new StreamError('EFRAME', off, `Epoch ${epoch} part ${part}: ${p.length} bytes for ${nVcpus} vCPUs, ${nOutputs} outputs and ${pages} pages (${expect} expected)`);
+    throw new StreamError('EFRAME', off, `Epoch ${h.epoch} part ${h.part}: ${p.length} bytes for ${h.nVcpus} vCPUs, ${h.nOutputs} outputs and ${h.pages} pages (${expect} expected)`);
   }
   let at = EPOCH_FIXED;
+  const vcpus = readVcpuRegs(p, at, h.nVcpus);
+  at += h.nVcpus * VCPU_REGS_BYTES;
+  const outputs = readOutputs(p, at, h.nOutputs);
+  at += h.nOutputs * OUTPUT_BYTES;
+  const gfns: number[] = new Array(h.pages);
+  for (let i = 0; i < h.pages; i++, at += 8) gfns[i] = readU64(p, at, off, 'gfn');
+  return { epoch: h.epoch, part: h.part, vcpus, outputs, gfns, contents: p.subarray(at, at + h.pages * pageSize) };
+}
+
+function readEpochFixed(p: Buffer, off: number): { epoch: number; part: number; pages: number; nVcpus: number; nOutputs: number } {
+  return { epoch: readU64(p, 0, off, 'epoch number'), part: p.readUInt32LE(8), pages: p.readUInt32LE(12), nVcpus: p.readUInt32LE(16), nOutputs: p.readUInt32LE(20) };
+}
+
+function readVcpuRegs(p: Buffer, at: number, n: number): VcpuRegs[] {
   const vcpus: VcpuRegs[] = [];
-  for (let i = 0; i < nVcpus; i++) {
+  for (let i = 0; i < n; i++) {
     const id = p.readUInt32LE(at);
     at += 8;
     const regs = {} as Regs;
@@ -301,14 +311,85 @@ export function decodeEpoch(frame: Frame, pageSize: number): EpochPart {
     }
     vcpus.push({ id, regs });
   }
+  return vcpus;
+}
+
+function readOutputs(p: Buffer, at: number, n: number): OutputRecord[] {
   const outputs: OutputRecord[] = [];
-  for (let i = 0; i < nOutputs; i++, at += OUTPUT_BYTES) {
+  for (let i = 0; i < n; i++, at += OUTPUT_BYTES) {
     const w = p.readUInt32LE(at);
     outputs.push({ port: w & 0xffff, size: (w >>> 16) & 0xff, vcpu: w >>> 24, value: p.readUInt32LE(at + 4) });
   }
-  const gfns: number[] = new Array(pages);
-  for (let i = 0; i < pages; i++, at += 8) gfns[i] = readU64(p, at, off, 'gfn');
-  return { epoch, part, vcpus, outputs, gfns, contents: p.subarray(at, at + pages * pageSize) };
+  return outputs;
+}
+
+// ---------------------------------------------------------------- delta-encoded epoch (extension 2)
+
+/** How a page of an EpochDelta part is sent. */
+export enum PageKind {
+  /** all zeros: no data */
+  Zero = 0,
+  /** the page itself: pageSize bytes */
+  Whole = 1,
+  /** the same bytes as the previous committed contents of that page: no data */
+  Unchanged = 2,
+  /** XBZRLE runs against the previous committed contents (xbzrle.ts) */
+  Delta = 3,
+}
+
+/** The fixed part of an EpochDelta payload: the Epoch frame's 24 bytes, then u32 CRC32C of the decoded pages, u32 zero. */
+export const EPOCH_DELTA_FIXED = 32;
+/** Per page of an EpochDelta part: u64 gfn, u32 kind, u32 length of its data. */
+export const PAGE_RECORD_BYTES = 16;
+
+export interface DeltaPart {
+  epoch: number;
+  part: number;
+  vcpus: VcpuRegs[];
+  outputs: OutputRecord[];
+  gfns: number[];
+  kinds: Uint8Array;
+  /** page i's data: [dataStart[i], dataStart[i] + dataLength[i]) of `data` */
+  dataStart: Uint32Array;
+  dataLength: Uint32Array;
+  data: Buffer;
+  /** CRC32C the writer computed over the decoded pages, in order */
+  contentCrc: number;
+}
+
+export function decodeEpochDelta(frame: Frame, pageSize: number): DeltaPart {
+  const p = frame.payload;
+  const off = frame.offset;
+  need(p, EPOCH_DELTA_FIXED, off, 'EpochDelta');
+  const h = readEpochFixed(p, off);
+  const contentCrc = p.readUInt32LE(24);
+  const head = EPOCH_DELTA_FIXED + h.nVcpus * VCPU_REGS_BYTES + h.nOutputs * OUTPUT_BYTES + h.pages * PAGE_RECORD_BYTES;
+  if (p.readUInt32LE(28) !== 0 || head > p.length) {
+    throw new StreamError('EFRAME', off, `EpochDelta ${h.epoch} part ${h.part}: ${p.length} bytes for ${h.nVcpus} vCPUs, ${h.nOutputs} outputs and ${h.pages} page records`);
+  }
+  let at = EPOCH_DELTA_FIXED;
+  const vcpus = readVcpuRegs(p, at, h.nVcpus);
+  at += h.nVcpus * VCPU_REGS_BYTES;
+  const outputs = readOutputs(p, at, h.nOutputs);
+  at += h.nOutputs * OUTPUT_BYTES;
+  const gfns: number[] = new Array(h.pages);
+  const kinds = new Uint8Array(h.pages);
+  const dataStart = new Uint32Array(h.pages);
+  const dataLength = new Uint32Array(h.pages);
+  let data = 0;
+  for (let i = 0; i < h.pages; i++, at += PAGE_RECORD_BYTES) {
+    gfns[i] = readU64(p, at, off, 'gfn');
+    const kind = p.readUInt32LE(at + 8);
+    const length = p.readUInt32LE(at + 12);
+    const ok = kind === PageKind.Whole ? length === pageSize : kind === PageKind.Delta ? length > 0 && length < pageSize : kind <= PageKind.Unchanged && length === 0;
+    if (!ok) throw new StreamError('EFRAME', off, `EpochDelta ${h.epoch}: page ${gfns[i]} of kind ${kind} with ${length} bytes of data`);
+    kinds[i] = kind;
+    dataStart[i] = data;
+    dataLength[i] = length;
+    data += length;
+  }
+  if (head + data !== p.length) throw new StreamError('EFRAME', off, `EpochDelta ${h.epoch} part ${h.part}: ${p.length - head} bytes of page data where the records name ${data}`);
+  return { epoch: h.epoch, part: h.part, vcpus, outputs, gfns, kinds, dataStart, dataLength, data: p.subarray(head), contentCrc };
 }
 
 // ---------------------------------------------------------------- commit, end, ack, error

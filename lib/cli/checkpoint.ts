@@ -13,6 +13,7 @@ interface Flags extends GuestFlags {
   epochs?: number;
   seconds?: number;
   epochMs: number;
+  delta: boolean;
   json?: boolean;
 }
 
@@ -40,7 +41,7 @@ export async function checkpointCommand(f: Flags): Promise<void> {
     bar.start(total, 0, { epochs: 0, eps: 0, ppe: 0, p50: 0, p99: 0, acked: 0 });
     let lastDraw = 0;
     const ck: Checkpointer = new Checkpointer({
-      machine, sink, outputs, epochMs: f.epochMs,
+      machine, sink, outputs, epochMs: f.epochMs, delta: f.delta ? undefined : false,
       outputsPerEpoch: f.workload === 'counter' ? f.pages : Infinity,
       onEpoch: (e) => {
         pages += e.pages;

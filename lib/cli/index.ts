@@ -41,6 +41,7 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .option('--epochs <N>', 'stop after N epochs', positiveInt('--epochs'))
     .option('--seconds <S>', 'stop after S seconds', positiveNumber('--seconds'))
     .option('--epoch-ms <ms>', 'time budget of one epoch (vcpu.kick() ends it)', positiveNumber('--epoch-ms'), 50)
+    .option('--no-delta', 'send every page whole (no delta encoding: stream format without extension 2)')
     .option('--json', 'print a JSON summary at the end')
     .action(checkpointCommand);
 
@@ -68,6 +69,7 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .option('--max-rounds <N>', '--to: stop-and-copy after at most N pre-copy rounds', positiveInt('--max-rounds'), 30)
     .option('--run-ms <ms>', '--to: run the guest this long before migrating (and after a failed migration)', positiveNumber('--run-ms'), 200)
     .option('--output-client <host:port>', '--to: send the guest\'s outputs (counter workload) to this client', hostPort)
+    .option('--no-delta', '--to: send every page whole (no XBZRLE delta encoding)')
     .option('--rounds <N>', 'in-process: at most N pre-copy rounds', positiveInt('--rounds'), 8)
     .option('--threshold <pages>', 'in-process: stop-and-copy once a round dirtied fewer pages', positiveInt('--threshold'), 256)
     .option('--round-ms <ms>', 'in-process: guest run time between rounds', positiveNumber('--round-ms'), 20)

@@ -24,6 +24,7 @@ interface Flags extends GuestFlags {
   maxRounds: number;
   runMs: number;
   outputClient?: { host: string; port: number };
+  delta: boolean;
   json?: boolean;
 }
 
@@ -86,7 +87,7 @@ async function migrateToCommand(f: Flags): Promise<void> {
     try {
       stats = await migrateTo(machine, f.to!, {
         downtimeLimitMs: f.downtimeLimit, maxBandwidthMBps: f.maxBandwidth, throttle: f.throttle, maxRounds: f.maxRounds,
-        runner, outputs, signal: abort.signal,
+        runner, outputs, signal: abort.signal, delta: f.delta ? undefined : false,
         onProgress: (p) => bar.update(0, {
           round: p.round, sent: (p.transferredBytes / 2 ** 20).toFixed(1), remaining: p.remainingPages, dirty: Math.round(p.dirtyPagesPerSec),
           bw: p.bandwidthMBps.toFixed(0), expected: p.expectedDowntimeMs.toFixed(1), throttle: p.throttlePercent,
