@@ -7,7 +7,7 @@
 import { decodeAttrsFrame, decodeControlFrame, type AttrRun, type ControlRecord } from './control';
 import { BufferPool, FrameDecoder, FrameType, StreamError, frameTypeName, type Frame } from './format';
 import { crc32c } from './crc32c';
-import { applyDelta } from './xbzrle';
+import { applyDelta, warmUpDelta } from './xbzrle';
 import {
   PageKind, decodeCommit, decodeEpoch, decodeEpochDelta, decodeHeader, decodeU64Frame,
   type CommitRecord, type EpochPart, type MachineLayout, type OutputRecord, type VcpuRegs,
@@ -59,6 +59,7 @@ export class ReplicaImage {
   constructor(memoryFor?: (layout: MachineLayout) => Buffer[], onControl?: (c: ControlRecord) => void) {
     this.#memoryFor = memoryFor;
     this.#onControl = onControl;
+    warmUpDelta();
   }
 
   /** The machine (after the Header frame). */
@@ -264,7 +265,7 @@ export class ReplicaImage {
   #decodeDelta(f: Frame): EpochPart {
     const ps = this.#layout!.pageSize;
     const d = decodeEpochDelta(f, ps);
-    const contents = Buffer.alloc(d.gfns.length * ps);
+    const contents = Buffer.allocUnsafe(d.gfns.length * ps); // every page is written below
     for (let i = 0; i < d.gfns.length; i++) {
       const k = this.#slotOf(d.gfns[i]);
       if (k < 0) throw new StreamError('EFRAME', f.offset, `epoch ${d.epoch}: page ${d.gfns[i]} is in no memory slot`);
@@ -272,7 +273,8 @@ export class ReplicaImage {
       const data = d.data.subarray(d.dataStart[i], d.dataStart[i] + d.dataLength[i]);
       const base = (d.gfns[i] - this.#slotGfn[k]) * ps;
       if (d.kinds[i] === PageKind.Whole) data.copy(page);
-      else if (d.kinds[i] !== PageKind.Zero) {
+      else if (d.kinds[i] === PageKind.Zero) page.fill(0);
+      else {
         this.#memory[k].copy(page, 0, base, base + ps);
         if (d.kinds[i] === PageKind.Delta && !applyDelta(page, data)) throw new StreamError('EFRAME', f.offset, `epoch ${d.epoch}: the delta of page ${d.gfns[i]} reaches past the page`);
       }

@@ -118,6 +118,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
   let bytes = 0;
   let pages = 0;
   let lastCommitAt = 0;
+  const warming: Promise<void>[] = [];
   let wake: (() => void) | null = null;
   const kick = () => {
     const w = wake;
@@ -137,6 +138,9 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     machine.vcpus.forEach((v, i) => {
       v.setSregs(layout.vcpus[i].sregs);
       machine!.sregs[i] = layout.vcpus[i].sregs;
+      // One KVM_RUN with immediate_exit (EINTR at once, no guest code) starts the vCPU's thread now rather than at the resume.
+      v.kick();
+      warming.push(v.runAsync().then(() => undefined));
     });
     return machine.slots.map((s) => s.bytes);
   }, onControl);
@@ -199,6 +203,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     const m = machine as Machine | null;
     if (!m || !image.restorable || !image.layout) throw new Error('the stream ended without a complete machine: nothing was started');
     // Complete: registers, storage attributes, then the guest runs on here with its outputs held.
+    await Promise.all(warming);
     m.vcpus.forEach((v, i) => v.setRegs(image.regs[i].regs)); // (sregs were set at the Header)
     let attrs = 0;
     if (m.cmma) m.slots.forEach((s, i) => (attrs += applyStorageAttrs(m.vm, s.layout.guestPhysAddr / 4096, image.storageAttrs(i))));

@@ -5,7 +5,7 @@ import { randomInt } from 'node:crypto';
 import { encodeAttrsFrame, encodeControlFrame, type AttrRun, type ControlRecord } from './control';
 import { crc32c } from './crc32c';
 import { BufferPool, ENVELOPE_BYTES, FRAME_OVERHEAD, FrameType, MAX_PAYLOAD, encodeFrame, readU64, sealFrame, writeEnvelope, writeU64 } from './format';
-import { encodeDelta } from './xbzrle';
+import { encodeDelta, warmUpDelta } from './xbzrle';
 import {
   COMMIT_BYTES, EPOCH_DELTA_FIXED, EPOCH_FIXED, OUTPUT_BYTES, PAGE_RECORD_BYTES, PageKind, VCPU_REGS_BYTES,
   encodeHeaderPayload, encodeU64Frame, epochPayloadBytes, writeCommitFrame, writeEpochHead,
@@ -56,6 +56,7 @@ export class StreamWriter {
     this.pageSize = pageSize;
     if (PART_PAGES * (pageSize + 8) > MAX_PAYLOAD / 2) throw new RangeError(`page size ${pageSize} is too large`);
     this.#cache = options.delta === false ? null : new PageCache(options.delta?.cacheBytes ?? DELTA_CACHE_BYTES, pageSize);
+    if (this.#cache) warmUpDelta();
   }
 
   /** Frames written so far (the next frame's sequence number). */
@@ -186,29 +187,30 @@ export class StreamWriter {
     src.copy(out, q + EPOCH_DELTA_FIXED, p + EPOCH_FIXED, gfnsAt); // registers and outputs
     let rec = q + EPOCH_DELTA_FIXED + head;
     let data = rec + pages * PAGE_RECORD_BYTES;
-    let crc = 0;
+    // the pages lie back to back in the raw frame: their CRC in one call
+    out.writeUInt32LE(crc32c(src.subarray(contentsAt, contentsAt + pages * ps)), q + 24);
+    // The frame's contents as words (a pooled buffer: 8-byte aligned, as is contentsAt), each page addressed by offset.
+    const words = new Uint32Array(src.buffer, src.byteOffset + contentsAt, (pages * ps) / 4);
+    const pw = ps / 4;
     for (let i = 0; i < pages; i++, rec += PAGE_RECORD_BYTES) {
       const gfn = readU64(src, gfnsAt + i * 8, 0, 'gfn');
-      const page = src.subarray(contentsAt + i * ps, contentsAt + (i + 1) * ps);
-      crc = crc32c(page, crc);
+      const from = contentsAt + i * ps;
       src.copy(out, rec, gfnsAt + i * 8, gfnsAt + i * 8 + 8);
-      const cur = new Uint32Array(page.buffer, page.byteOffset, ps / 4);
       let kind: PageKind;
       let n = 0;
       const old = cache.get(gfn);
-      if (ZERO_PAGE.compare(page) === 0) kind = PageKind.Zero;
-      else if (old && (n = encodeDelta(old, cur, out, data, ps - PAGE_RECORD_BYTES)) >= 0) kind = n === 0 ? PageKind.Unchanged : PageKind.Delta;
+      if (ZERO_PAGE.compare(src, from, from + ps) === 0) kind = PageKind.Zero;
+      else if (old && (n = encodeDelta(old, words, out, data, ps - PAGE_RECORD_BYTES, i * pw, pw)) >= 0) kind = n === 0 ? PageKind.Unchanged : PageKind.Delta;
       else {
         kind = PageKind.Whole;
-        n = page.copy(out, data);
+        n = src.copy(out, data, from, from + ps);
       }
       out.writeUInt32LE(kind, rec + 8);
       out.writeUInt32LE(n, rec + 12);
       data += n;
       this.#counts[KIND_NAMES[kind]]++;
-      cache.set(gfn, cur);
+      cache.set(gfn, words, i * pw);
     }
-    out.writeUInt32LE(crc, q + 24);
     const length = data - q;
     writeEnvelope(out, o, FrameType.EpochDelta, this.streamId, readU64(src, at + 16, 0, 'sequence number'), length);
     sealFrame(out, o, length);
@@ -226,8 +228,10 @@ const KIND_NAMES = ['zero', 'whole', 'unchanged', 'delta'] as const;
 export class PageCache {
   readonly #map = new Map<number, Uint32Array>();
   readonly #pages: number;
+  readonly #words: number;
 
   constructor(bytes: number, pageSize: number) {
+    this.#words = pageSize / 4;
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`the delta cache size must be a non-negative integer of bytes, got ${bytes}`);
     this.#pages = Math.floor(bytes / pageSize);
   }
@@ -240,8 +244,8 @@ export class PageCache {
     return this.#map.get(gfn);
   }
 
-  /** Remembers `contents` (copied) as what was sent of page `gfn`. */
-  set(gfn: number, contents: Uint32Array): void {
+  /** Remembers the page at word `at` of `contents` (copied) as what was sent of page `gfn`. */
+  set(gfn: number, contents: Uint32Array, at: number): void {
     if (this.#pages === 0) return;
     let kept = this.#map.get(gfn);
     if (kept) this.#map.delete(gfn);
@@ -249,8 +253,8 @@ export class PageCache {
       const oldest = this.#map.keys().next().value as number;
       kept = this.#map.get(oldest)!;
       this.#map.delete(oldest);
-    } else kept = new Uint32Array(contents.length);
-    kept.set(contents);
+    } else kept = new Uint32Array(this.#words);
+    kept.set(contents.subarray(at, at + this.#words));
     this.#map.set(gfn, kept);
   }
 }

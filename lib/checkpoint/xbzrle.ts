@@ -6,35 +6,59 @@
 // byte counts and refuses a delta that reaches past the page (docs/stream-format.md §11).
 
 /**
- * Encodes `cur` against `old` (both pageSize bytes, as u32 words) into `out` at `at`, at most
- * `limit` bytes. Returns the delta's length (0: the page did not change), or -1 when it would
- * not fit in `limit` (send the page whole).
+ * Encodes the page at word `c` of `cur` against `old` (its `words` u32 words) into `out` at
+ * `at`, at most `limit` bytes. Returns the delta's length (0: the page did not change), or -1
+ * when it would not fit in `limit` (send the page whole). `cur` may hold many pages (a
+ * frame's contents): the page is addressed by offset, so nothing is allocated per page.
  */
-export function encodeDelta(old: Uint32Array, cur: Uint32Array, out: Uint8Array, at: number, limit: number): number {
-  const words = cur.length;
-  const curBytes = new Uint8Array(cur.buffer, cur.byteOffset, words * 4);
+export function encodeDelta(old: Uint32Array, cur: Uint32Array, out: Uint8Array, at: number, limit: number, c = 0, words = old.length): number {
   let o = at;
   const end = at + limit;
   let skipFrom = 0; // word index where the current unchanged run began
   let i = 0;
   while (i < words) {
-    if (old[i] === cur[i]) {
+    if (old[i] === cur[c + i]) {
       i++;
       continue;
     }
     let j = i + 1;
-    while (j < words && old[j] !== cur[j]) j++;
+    while (j < words && old[j] !== cur[c + j]) j++;
     // ULEB128s of at most 3 bytes each for a 4 KiB page, then the changed words
     const len = (j - i) * 4;
     if (o + 6 + len > end) return -1;
     o = uleb(out, o, (i - skipFrom) * 4);
     o = uleb(out, o, len);
-    out.set(curBytes.subarray(i * 4, j * 4), o);
-    o += len;
+    for (let w = i; w < j; w++, o += 4) {
+      const v = cur[c + w];
+      out[o] = v;
+      out[o + 1] = v >>> 8;
+      out[o + 2] = v >>> 16;
+      out[o + 3] = v >>> 24;
+    }
     skipFrom = j;
     i = j;
   }
   return o - at;
+}
+
+let warm = false;
+
+/**
+ * Runs the encoder and decoder a few hundred times on a scratch page, once per process, so
+ * that the first delta-encoded round (a migration's stop-and-copy, with the guest stopped)
+ * runs JIT-compiled code instead of the interpreter (measured: 64 pages cold 3.8 ms, warm 0.25).
+ */
+export function warmUpDelta(): void {
+  if (warm) return;
+  warm = true;
+  const old = new Uint32Array(1024);
+  const cur = new Uint32Array(1024);
+  const out = new Uint8Array(4096);
+  for (let i = 0; i < 400; i++) {
+    cur[i & 1023] = i;
+    const n = encodeDelta(old, cur, out, 0, 4080);
+    if (n > 0) applyDelta(new Uint8Array(old.buffer), out.subarray(0, n));
+  }
 }
 
 /**
