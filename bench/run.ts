@@ -16,6 +16,7 @@ import { openKvm } from '../lib/index';
 import { chartPoints, harvestChartSpec, renderSvg } from './chart';
 import { defaultRingEntries, emulatorEvents, epochLoop, fullRingEntries, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, ringLimits, vcpuLatency, type HarvestMode } from './loops';
 import { DIRTYRATE_FULL, DIRTYRATE_QUICK, benchDirtyRate, formatDirtyRate, type DirtyRateBench } from './dirtyrate';
+import { MIGRATION_FULL, MIGRATION_QUICK, benchMigration, formatMigration, type MigrationBench } from './migration';
 import { Reference, packageRoot, type ReferenceResult } from './reference';
 import { efficiencyOf, evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
 import { median, ratio } from './stats';
@@ -415,13 +416,15 @@ async function main(): Promise<void> {
     .parse();
   const opts = program.opts<{ quick?: boolean; json?: boolean; markdown?: boolean; out: string; chart: string; quiet?: boolean; report?: string }>();
   const root = packageRoot();
-  const print = (results: BenchResults & { dirtyRate?: DirtyRateBench }): void => {
+  type Results = BenchResults & { dirtyRate?: DirtyRateBench; migration?: MigrationBench };
+  const print = (results: Results): void => {
     const style = opts.markdown ? 'markdown' : 'text';
     const dirtyRate = results.dirtyRate ? `\n\n${formatDirtyRate(results.dirtyRate, style)}` : '';
-    process.stdout.write(opts.json ? `${JSON.stringify(results)}\n` : `${formatReport(results, style)}${dirtyRate}\n`);
+    const migration = results.migration ? `\n\n${formatMigration(results.migration, style)}` : '';
+    process.stdout.write(opts.json ? `${JSON.stringify(results)}\n` : `${formatReport(results, style)}${dirtyRate}${migration}\n`);
   };
   if (opts.report !== undefined) {
-    print(JSON.parse(fs.readFileSync(path.resolve(opts.report), 'utf8')) as BenchResults & { dirtyRate?: DirtyRateBench });
+    print(JSON.parse(fs.readFileSync(path.resolve(opts.report), 'utf8')) as Results);
     return;
   }
   const plan = opts.quick ? QUICK : FULL;
@@ -439,6 +442,7 @@ async function main(): Promise<void> {
   const checkpoint = await runner.checkpoint(plan);
   const checkpointBySize = await runner.checkpointBySize(plan);
   const dirtyRate = await benchDirtyRate(opts.quick ? DIRTYRATE_QUICK : DIRTYRATE_FULL, log, (what, e) => runner.error(what, e));
+  const migration = await benchMigration(opts.quick ? MIGRATION_QUICK : MIGRATION_FULL, log, (what, e) => runner.error(what, e));
 
   const ringVsBitmap: Record<string, number | null> = {};
   const ringVsBitmapC: Record<string, number | null> = {};
@@ -463,7 +467,7 @@ async function main(): Promise<void> {
     errors: runner.errors,
     host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
   };
-  const results = { ...partial, targets: evaluateTargets(partial), dirtyRate };
+  const results = { ...partial, targets: evaluateTargets(partial), dirtyRate, migration };
 
   const outFile = path.resolve(root, opts.out);
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
