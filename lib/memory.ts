@@ -124,6 +124,11 @@ export class GuestMemory {
    * epoch's dirty set from KVM_GET_DIRTY_LOG or the ring, as Firecracker and Cloud Hypervisor do.
    * Costs what was written since the last call.
    */
+  /** Pages were written through write(), dmaWrite() or markVmmDirty() since the last takeVmmDirty() (a check that costs nothing). */
+  get vmmDirtyPending(): boolean {
+    return this.#touched.length > 0;
+  }
+
   takeVmmDirty(into?: DirtyBitmap): DirtyBitmap {
     if (this.#closed) fail('EBADF', undefined, 'the guest memory is closed');
     let out: DirtyBitmap;

@@ -8,7 +8,8 @@
 //             registers are the ones after the instruction (KVM api.rst, KVM_RUN)
 //             collect the dirty pages (all rings, or the bitmaps), dedupe, re-arm
 //             (KVM_RESET_DIRTY_RINGS / KVM_CLEAR_DIRTY_LOG), THEN copy their contents
-//             (tracker.ts says why that order), read the registers
+//             (tracker.ts says why that order), read the registers (and, for a guest
+//             image's machine, the full state: vCPUs, VM devices, VMM devices)
 //             one buffer: Epoch frame(s) + Commit, one write to the sink
 //             the epoch's guest outputs wait in the OutputCommit until the sink acks it
 //             --- resume: epoch e + 1 runs while epoch e is in flight ---
@@ -18,10 +19,11 @@
 import { ExitReason } from '../constants';
 import type { Vcpu } from '../vcpu';
 import type { Machine } from './machine';
-import { describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
+import { captureState, describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
 import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
 import type { LeaseTag } from './lease-frame';
+import { encodeStatePayload } from './state-frame';
 import { DirtyTracker, type PageSet } from './tracker';
 import { StreamWriter, type SlotSource, type StreamWriterOptions } from './writer';
 
@@ -53,7 +55,10 @@ export interface CheckpointerOptions {
   maxInFlight?: number;
   /** receives the guest's outputs once their epoch is acknowledged (the output-commit rule) */
   outputs?: OutputCommit;
-  /** I/O ports whose OUTs are guest output (default 0x10 and 0x11) */
+  /**
+   * I/O ports whose OUTs are guest output (default 0x10 and 0x11; a guest image's machine: its
+   * exit port, and its devices' output comes through machine.deviceOutput)
+   */
   outputPorts?: number[];
   /** output sequence number of the first output (default 0; after a failover, the restored one) */
   outputSeq?: number;
@@ -83,8 +88,8 @@ export interface EpochInfo {
   pauseUs: number;
   bytes: number;
   outputs: number;
-  /** why the epoch ended */
-  reason: 'epoch' | 'ring-full' | 'budget' | 'outputs';
+  /** why the epoch ended ('guest-exit': the guest wrote its result to the machine's exit port) */
+  reason: 'epoch' | 'ring-full' | 'budget' | 'outputs' | 'guest-exit';
   /** a ring was found completely full (entries may have been lost): the epoch holds every logged page that may hold data */
   overfilled: boolean;
 }
@@ -108,6 +113,8 @@ export interface CheckpointStats {
   baseMs: number;
   mode: string;
   backend: string;
+  /** the guest's result (its OUT to the machine's exit port), or null if it did not end */
+  guestResult: number | null;
 }
 
 interface VcpuState {
@@ -145,10 +152,16 @@ export class Checkpointer {
   #basePages = 0;
   #baseMs = 0;
   #kickTimer: NodeJS.Timeout | null = null;
+  /** the vCPU whose exit the devices are handling (their output is its) */
+  #current: VcpuState | null = null;
+  #guestResult: number | null = null;
 
   constructor(options: CheckpointerOptions) {
-    this.#o = { epochMs: 50, outputsPerEpoch: Infinity, maxInFlight: 8, outputPorts: [EPOCH_PORT, COUNTER_PORT], outputSeq: 0, ...options };
-    const m = (this.machine = options.machine);
+    const m = options.machine;
+    const outputPorts = m.exitPort !== null ? [m.exitPort] : [EPOCH_PORT, COUNTER_PORT];
+    this.#o = { epochMs: 50, outputsPerEpoch: Infinity, maxInFlight: 8, outputPorts, outputSeq: 0, ...options };
+    this.machine = m;
+    m.deviceOutput = (port, size, value) => this.#addOutput(port, size, this.#current!.vcpu.id, value, this.#current!);
     if (m.mode === 'ring') {
       // One KVM_RUN must not write more pages than its ring holds (DESIGN §5: a host that
       // does not stop the vCPU at the soft limit inside a run loses entries).
@@ -295,6 +308,7 @@ export class Checkpointer {
       baseMs: round1(this.#baseMs),
       mode: this.machine.mode,
       backend: this.machine.kvm.backend,
+      guestResult: this.#guestResult,
     };
   }
 
@@ -313,8 +327,8 @@ export class Checkpointer {
     // One buffer of as many Epoch parts as needed (PART_PAGES pages each), then the Commit.
     const c = this.#o.carried;
     const buf = c
-      ? this.writer.epoch(0, regs, c.packed, c.count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked)
-      : this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
+      ? this.writer.epoch(0, regs, c.packed, c.count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(0))
+      : this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(0));
     this.#send(this.writer.finish(buf), true);
     if (c) this.#commit.hold(0, c.released, c.packed.subarray(2 * (c.released - c.firstSeq)), this.#outputSeq - c.released);
     else this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
@@ -338,13 +352,30 @@ export class Checkpointer {
   }
 
   async #runVcpu(s: VcpuState): Promise<EpochInfo['reason']> {
+    const devices = this.machine.devices;
     for (;;) {
       const exit = await s.vcpu.runAsync();
       s.lastExit = exit.reason;
+      if (devices) {
+        // the VMM's devices first: an access to a port or MMIO range they claim (never the exit port)
+        this.#current = s;
+        if (devices.handle(s.vcpu, exit)) {
+          if (s.outputs >= this.#o.outputsPerEpoch) return 'outputs';
+          if (this.#stopping) return 'budget';
+          continue;
+        }
+      }
       switch (exit.reason) {
         case ExitReason.Io: {
           const io = exit.io!;
           if (io.direction !== 'out') throw new Error(`vCPU ${s.vcpu.id}: unexpected IN from port ${hex(io.port)}`);
+          if (io.port === this.machine.exitPort) {
+            // The guest ended: its result is the last output, and this the last epoch.
+            this.#addOutput(io.port, io.size, s.vcpu.id, io.value, s);
+            this.#guestResult = io.value >>> 0;
+            this.#stopping = true;
+            return 'guest-exit';
+          }
           if (this.#outputPorts.has(io.port)) this.#addOutput(io.port, io.size, s.vcpu.id, io.value, s);
           if (io.port === EPOCH_PORT) return 'epoch';
           if (s.outputs >= this.#o.outputsPerEpoch) return 'outputs';
@@ -416,7 +447,7 @@ export class Checkpointer {
     const epoch = ++this.#epoch;
     const count = this.#outputCount;
     this.#outputSeq += count;
-    const buf = this.writer.epoch(epoch, regs, this.#outputs, count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked);
+    const buf = this.writer.epoch(epoch, regs, this.#outputs, count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(epoch));
     this.#commit.hold(epoch, this.#outputSeq - count, this.#outputs, count);
     this.#inFlight++;
     this.#pages += set.count;
@@ -425,6 +456,11 @@ export class Checkpointer {
       bytes: buf.length, outputs: count, reason, overfilled: this.#tracker.lastOverfilled,
     });
     return buf;
+  }
+
+  /** The State payload of the epoch, where the machine records its full state (read with the guest paused). */
+  #state(epoch: number): Buffer | undefined {
+    return this.machine.fullState ? encodeStatePayload(epoch, captureState(this.machine)) : undefined;
   }
 
   #regs(): VcpuRegs[] {

@@ -57,11 +57,13 @@ export enum FrameType {
   HostHello = 12,
   /** an Epoch part whose pages are delta-encoded (extension 2): zero, unchanged, XBZRLE runs or whole */
   EpochDelta = 13,
+  /** the machine's full state at an epoch (extension 3): every vCPU's, the VM's in-kernel devices', the VMM's devices' */
+  State = 14,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'Header', 2: 'Epoch', 3: 'Commit', 4: 'End', 5: 'Ack', 6: 'Error', 7: 'Output', 8: 'OutputAck', 9: 'Control', 10: 'StorageAttrs',
-  11: 'Lease', 12: 'HostHello', 13: 'EpochDelta',
+  11: 'Lease', 12: 'HostHello', 13: 'EpochDelta', 14: 'State',
 };
 
 export function frameTypeName(type: number): string {

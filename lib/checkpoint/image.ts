@@ -13,6 +13,7 @@ import {
   type CommitRecord, type EpochPart, type MachineLayout, type OutputRecord, type VcpuRegs,
 } from './records';
 import { decodeLeaseFrame, type LeaseTag } from './lease-frame';
+import { decodeStateFrame, type MachineState } from './state-frame';
 
 interface Staged {
   epoch: number;
@@ -20,6 +21,8 @@ interface Staged {
   pages: number;
   /** s390 CMMA values of the epoch (StorageAttrs frames), copied out of their frames */
   attrs: AttrRun[];
+  /** the epoch's State frame (extension 3), decoded */
+  state: MachineState | null;
   /** pooled frame buffers the parts are views of, released once the epoch is applied or dropped */
   buffers: Buffer[];
 }
@@ -34,6 +37,7 @@ export class ReplicaImage {
   #slotGfn: number[] = [];
   #slotPages: number[] = [];
   #regs: VcpuRegs[] = [];
+  #state: MachineState | null = null;
   #committed: CommitRecord | null = null;
   #lease: LeaseTag | null = null;
   #staged: Staged | null = null;
@@ -82,9 +86,17 @@ export class ReplicaImage {
     return this.#committed?.epoch ?? -1;
   }
 
-  /** The image can rebuild the machine: an epoch is committed and the registers of every vCPU are known. */
+  /**
+   * The image can rebuild the machine: an epoch is committed and the registers of every vCPU
+   * are known (and, where the Header says epochs carry it, the full state).
+   */
   get restorable(): boolean {
-    return this.#committed !== null && this.#layout !== null && this.#regs.length === this.#layout.vcpus.length;
+    return this.#committed !== null && this.#layout !== null && this.#regs.length === this.#layout.vcpus.length && (!this.#layout.fullState || this.#state !== null);
+  }
+
+  /** The machine's full state (State frame) as of the last committed epoch that carried one, or null. */
+  get state(): MachineState | null {
+    return this.#state;
   }
 
   /** Registers of every vCPU as of the last committed epoch that carried them. */
@@ -210,6 +222,9 @@ export class ReplicaImage {
       case FrameType.StorageAttrs:
         this.#stageAttrs(f);
         return null;
+      case FrameType.State:
+        this.#stageState(f);
+        return null;
       case FrameType.End: {
         const last = decodeU64Frame(f, 'End');
         if (this.#staged) throw new StreamError('EORDER', f.offset, `End frame inside epoch ${this.#staged.epoch}`);
@@ -254,6 +269,21 @@ export class ReplicaImage {
         at += n;
       }
     }
+  }
+
+  /** A State frame belongs to the epoch being staged, after its parts, once; its part 0 carries the registers. */
+  #stageState(f: Frame): void {
+    if (!this.#layout!.fullState) throw new StreamError('EFRAME', f.offset, 'a State frame in a stream whose Header does not announce full state');
+    const { epoch, state } = decodeStateFrame(f);
+    const s = this.#staged;
+    if (!s || s.epoch !== epoch) throw new StreamError('EORDER', f.offset, `State of epoch ${epoch} ${s ? `inside epoch ${s.epoch}` : 'outside an epoch'}`);
+    if (s.state) throw new StreamError('EORDER', f.offset, `a second State frame in epoch ${epoch}`);
+    const ids = this.#layout!.vcpus.map((v) => v.id).join(',');
+    if (!s.parts[0].vcpus.length) throw new StreamError('EFRAME', f.offset, `State of epoch ${epoch}, an epoch without registers`);
+    if (state.vcpus.map((v) => v.id).join(',') !== ids) {
+      throw new StreamError('EFRAME', f.offset, `State of epoch ${epoch}: vCPUs [${state.vcpus.map((v) => v.id)}], the machine has [${ids}]`);
+    }
+    s.state = state;
   }
 
   /**
@@ -306,7 +336,8 @@ export class ReplicaImage {
     for (const gfn of part.gfns) {
       if (this.#slotOf(gfn) < 0) throw new StreamError('EFRAME', f.offset, `epoch ${part.epoch}: page ${gfn} is in no memory slot`);
     }
-    if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, attrs: [], buffers: [] };
+    if (this.#staged?.state) throw new StreamError('EORDER', f.offset, `epoch ${part.epoch}: part ${part.part} after the epoch's State frame`);
+    if (!this.#staged) this.#staged = { epoch: part.epoch, parts: [], pages: 0, attrs: [], state: null, buffers: [] };
     this.#staged.parts.push(part);
     if (f.pooled && f.type === FrameType.Epoch) this.#staged.buffers.push(f.pooled);
     this.#staged.pages += part.gfns.length;
@@ -326,6 +357,9 @@ export class ReplicaImage {
       throw new StreamError('EFRAME', f.offset, `Commit of epoch ${c.epoch}: output sequence ${c.outputSeq}, expected ${this.#committed.outputSeq} + ${outputs.length}`);
     }
     if (c.clientAcked > c.outputSeq) throw new StreamError('EFRAME', f.offset, `Commit of epoch ${c.epoch}: the client acked ${c.clientAcked} of ${c.outputSeq} outputs`);
+    if (this.#layout!.fullState && s.parts[0].vcpus.length && !s.state) {
+      throw new StreamError('EFRAME', f.offset, `epoch ${c.epoch} carries registers but no State frame; the Header says every such epoch does`);
+    }
     // Everything is checked: apply the whole epoch (nothing below can fail).
     const ps = this.#layout!.pageSize;
     for (const p of s.parts) {
@@ -343,6 +377,7 @@ export class ReplicaImage {
       this.#attrsKnown[k].fill(1, first, first + run.values.length);
     }
     if (s.parts[0].vcpus.length) this.#regs = s.parts[0].vcpus;
+    if (s.state) this.#state = s.state;
     if (!this.#committed) this.#outputsFrom = c.outputSeq - outputs.length;
     for (const o of outputs) this.#outputs.push(o);
     const drop = Math.min(this.#outputs.length, c.clientAcked - this.#outputsFrom);

@@ -3,7 +3,8 @@
 // backend's name). Checkpointer, replica, failover and migration all build their VMs here,
 // so a rebuilt machine has exactly the layout the stream's Header describes.
 //
-// The standard layout (test/helpers/guest.ts, the CLI, the examples):
+// Two kinds of machine. The standard layout (test/helpers/guest.ts, the CLI, the examples), for
+// the built-in workloads:
 //
 //   gfn 0 .. 511           slot 0  harness: page tables + code (host writes only, not logged)
 //   gfn 512 .. 512+data-1  slot 1  workload data, KVM_MEM_LOG_DIRTY_PAGES
@@ -12,8 +13,15 @@
 // userspace as MMIO instead of landing in RAM) starts at 4 GiB instead (dataGfnFor), and data
 // above 2 GiB is split into slots 1, 2, ... of at most 2 GiB each, so that every slot has a
 // Buffer (Node 20 caps one at 4 GiB) and the replica's image is made of ordinary Buffers.
+//
+// A guest image's machine (createImageMachine: a program of the user's own, vcpu.loadImage()):
+// the in-kernel irqchip and PIT, one logged slot from gpa 0 (the harness's 2 MiB, then the
+// image), the VMM's devices on an IoBus (a 16550 at COM1 by default), and every epoch records
+// the full state (vCPUs, VM, devices: State frames), since such a guest keeps live values in
+// SSE registers, the LAPIC and the PIC that the general registers do not hold.
 
 import { Cap, MemFlag, PAGE_SIZE } from '../constants';
+import { IoBus, Serial16550, COM1_PORT, type Device } from '../devices';
 import type { Kvm } from '../kvm';
 import type { GuestMemory } from '../memory';
 import type { Vcpu } from '../vcpu';
@@ -21,6 +29,7 @@ import type { Vm } from '../vm';
 import { Workload } from '../workload';
 import type { ReplicaImage } from './image';
 import type { MachineLayout, SlotLayout, VcpuRegs } from './records';
+import type { MachineState } from './state-frame';
 import type { Sregs } from '../backend';
 
 /**
@@ -71,7 +80,41 @@ export interface Machine {
   sregs: Sregs[];
   /** the workload loaded on each vCPU (same order as vcpus), null if none */
   workloads: (Workload | null)[];
+  /** KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 were made (a guest image's machine) */
+  irqchip: boolean;
+  /** the VMM's devices: the run loops hand them the exits they claim; null: none */
+  devices: IoBus | null;
+  /** each epoch records the full state (vCPUs, VM, devices; stream extension 3), not only the registers */
+  fullState: boolean;
+  /** the port whose OUT ends the guest (its value is the result), or null */
+  exitPort: number | null;
+  /**
+   * Receives what the devices output (a serial byte: COM1's port, size 1, the byte): an engine
+   * running the machine sets it, to hold the output until its epoch commits. Default: dropped.
+   */
+  deviceOutput: DeviceOutput;
   close(): void;
+}
+
+/** A device's output, as a guest OUT would record it. */
+export type DeviceOutput = (port: number, size: number, value: number) => void;
+
+/** The port a guest image writes its result to (QEMU's isa-debug-exit convention). */
+export const GUEST_EXIT_PORT = 0xf4;
+/** A guest image's memory by default: the harness's 2 MiB and 6 MiB for the image, its data and stack. */
+export const IMAGE_MEMORY_BYTES = 8 << 20;
+
+/** How a guest image's machine gets its VMM devices, and when its guest has ended. */
+export interface ImageGuestOptions {
+  /** the devices, each time a machine is built (default standardDevices) */
+  devices?: (output: DeviceOutput) => Device[];
+  /** default GUEST_EXIT_PORT */
+  exitPort?: number;
+}
+
+/** The default devices of a guest image's machine: a 16550 at COM1 named 'serial', whose bytes are output. */
+export function standardDevices(output: DeviceOutput): Device[] {
+  return [new Serial16550({ onByte: (b) => output(COM1_PORT, 1, b) })];
 }
 
 /**
@@ -260,12 +303,48 @@ export function createMachine(kvm: Kvm, options: MachineOptions): Machine {
   return buildMachine(kvm, slots, workloads.map((w, id) => ({ id, workload: w })), options.mode, options.ringBytes);
 }
 
-/** Builds a machine with the layout of a checkpoint stream's Header (vCPUs loaded with their workloads). */
-export function machineFromLayout(kvm: Kvm, layout: MachineLayout, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number): Machine {
+export interface ImageMachineOptions extends ImageGuestOptions {
+  /** a flat binary or an ELF64 (vcpu.loadImage()) */
+  image: Uint8Array;
+  /** where a flat binary goes (default 2 MiB) */
+  gpa?: number;
+  /** where the guest starts (default: the ELF's entry, a flat binary's first byte) */
+  entry?: number;
+  /** guest memory from gpa 0, a multiple of 2 MiB (default IMAGE_MEMORY_BYTES) */
+  memoryBytes?: number;
+  /** default 'auto': a bitmap mode (see imageMode) */
+  mode?: DirtyMode | 'auto';
+  /** ring bytes per vCPU in ring mode (default the largest the host takes) */
+  ringBytes?: number;
+}
+
+/** A guest image's machine: irqchip, PIT, one logged slot from 0, one vCPU started at the image's entry, the devices. */
+export function createImageMachine(kvm: Kvm, options: ImageMachineOptions): Machine {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object with an image');
+  if (!(options.image instanceof Uint8Array)) throw new TypeError('options.image must be a Uint8Array (a flat binary or an ELF64 file)');
+  const bytes = options.memoryBytes ?? IMAGE_MEMORY_BYTES;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % (2 << 20) !== 0) throw new RangeError(`memoryBytes must be a positive multiple of 2 MiB, got ${bytes}`);
+  const slots: SlotLayout[] = [{ slot: 0, guestPhysAddr: 0, size: bytes, logged: true }];
+  const m = buildMachine(kvm, slots, [{ id: 0, workload: null }], options.mode, options.ringBytes, { ...options, irqchip: true });
+  try {
+    m.vcpus[0].loadImage({ image: options.image, gpa: options.gpa, entry: options.entry });
+    m.sregs[0] = m.vcpus[0].getSregs();
+    return m;
+  } catch (e) {
+    m.close();
+    throw e;
+  }
+}
+
+/**
+ * Builds a machine with the layout of a checkpoint stream's Header (vCPUs loaded with their
+ * workloads; a guest image's machine with its irqchip and devices, its memory still zero).
+ */
+export function machineFromLayout(kvm: Kvm, layout: MachineLayout, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number, guest: ImageGuestOptions = {}): Machine {
   if (layout.pageSize !== PAGE_SIZE) throw new RangeError(`the stream's page size is ${layout.pageSize}; this machine's is ${PAGE_SIZE}`);
   if (layout.arch !== kvm.arch) throw new RangeError(`the stream is of an ${layout.arch} machine; this KVM runs ${kvm.arch}`);
   const vcpus = layout.vcpus.map((v) => ({ id: v.id, workload: v.workload ? workloadOf(v.workload) : null }));
-  return buildMachine(kvm, layout.slots, vcpus, mode, ringBytes);
+  return buildMachine(kvm, layout.slots, vcpus, mode, ringBytes, { ...guest, irqchip: layout.irqchip ?? false });
 }
 
 function workloadOf(spec: NonNullable<MachineLayout['vcpus'][number]['workload']>): Workload {
@@ -277,17 +356,32 @@ function workloadOf(spec: NonNullable<MachineLayout['vcpus'][number]['workload']
   }
 }
 
+/**
+ * The dirty-tracking mode of a guest image's machine. 'auto' is a bitmap mode: a guest image
+ * writes any number of pages in one KVM_RUN, and a ring must never overfill. 'ring' is
+ * refused on a kvm_pvm host, which logs every emulated write and does not stop a run at the
+ * soft limit (DESIGN §5), so a ring there would overfill.
+ */
+export function imageMode(kvm: Kvm, requested: DirtyMode | 'auto' = 'auto'): DirtyMode {
+  if (requested === 'auto') return kvm.checkExtension(Cap.ManualDirtyLogProtect2) > 0 ? 'bitmap-clear' : 'bitmap';
+  if (requested === 'ring' && kvm.hostInfo.flavour === 'kvm_pvm') {
+    throw new RangeError('a guest image on kvm_pvm cannot use the dirty ring: one run writes pages without bound, and this host does not stop a run at the soft limit; use --mode bitmap');
+  }
+  return chooseMode(kvm, requested);
+}
+
 function buildMachine(
   kvm: Kvm, slots: SlotLayout[], vcpus: { id: number; workload: Workload | null }[],
-  requested: DirtyMode | 'auto' = 'auto', ringBytes?: number,
+  requested: DirtyMode | 'auto' = 'auto', ringBytes?: number, guest: ImageGuestOptions & { irqchip?: boolean } = {},
 ): Machine {
-  const mode = chooseMode(kvm, requested);
+  const irqchip = guest.irqchip ?? false;
+  const mode = irqchip ? imageMode(kvm, requested) : chooseMode(kvm, requested);
   const vm = kvm.createVm();
   try {
     let ring = 0;
     let withBitmap = false;
     if (mode === 'ring') {
-      ring = ringBytes ?? ringBytesFor(kvm, Math.max(0, ...vcpus.map((v) => writesPerRun(v.workload))));
+      ring = ringBytes ?? (irqchip ? kvm.dirtyRingLimits().maxBytes : ringBytesFor(kvm, Math.max(0, ...vcpus.map((v) => writesPerRun(v.workload)))));
       vm.enableDirtyRing(ring);
       // Where the kernel needs it (arm64), the bitmap that backs the ring up: before any slot.
       if (vm.checkExtension(Cap.DirtyLogRingWithBitmap) > 0) {
@@ -299,6 +393,10 @@ function buildMachine(
     }
     const cmma = hasCmmaMigration(kvm);
     if (cmma) vm.enableCmma(); // before any vCPU
+    if (irqchip) {
+      vm.createIrqchip(); // the PIC pair, IOAPIC and each vCPU's LAPIC in the kernel: before the vCPUs
+      vm.createPit2();
+    }
     const machineSlots: MachineSlot[] = slots.map((s) => {
       const memory = vm.createMemory(s.size);
       vm.setUserMemoryRegion({ slot: s.slot, guestPhysAddr: s.guestPhysAddr, memory, flags: s.logged ? MemFlag.LogDirtyPages : 0 });
@@ -306,11 +404,15 @@ function buildMachine(
     });
     const cpus = vcpus.map((v) => vm.createVcpu(v.id));
     vcpus.forEach((v, i) => v.workload && cpus[i].load(v.workload));
-    return {
+    const m: Machine = {
       kvm, vm, vcpus: cpus, slots: machineSlots, mode, ringBytes: ring, ringWithBitmap: withBitmap, cmma, sregs: cpus.map((c) => c.getSregs()),
       workloads: vcpus.map((v) => v.workload),
+      irqchip, devices: null, fullState: irqchip, exitPort: irqchip ? guest.exitPort ?? GUEST_EXIT_PORT : null,
+      deviceOutput: () => undefined,
       close: () => vm.close(),
     };
+    if (irqchip) m.devices = new IoBus((guest.devices ?? standardDevices)((port, size, value) => m.deviceOutput(port, size, value)));
+    return m;
   } catch (e) {
     vm.close();
     throw e;
@@ -324,23 +426,55 @@ export function describeMachine(m: Machine): MachineLayout {
     arch: m.kvm.arch,
     slots: m.slots.map((s) => ({ ...s.layout })),
     vcpus: m.vcpus.map((v, i) => ({ id: v.id, workload: m.workloads[i]?.spec ?? null, sregs: m.sregs[i] })),
+    ...(m.irqchip ? { irqchip: true } : {}),
+    ...(m.fullState ? { fullState: true } : {}),
+  };
+}
+
+/** The machine's full state now (its vCPUs stopped): every vCPU's, the VM's where it has in-kernel devices, each device's. */
+export function captureState(m: Machine): MachineState {
+  return {
+    vcpus: m.vcpus.map((v) => ({ id: v.id, state: v.getState() })),
+    vm: m.irqchip ? m.vm.getState() : null,
+    devices: m.devices ? m.devices.save() : {},
   };
 }
 
 /**
+ * Sets a full state (before the vCPUs run): the VM's devices and clock, then each vCPU's
+ * (vcpu.setState: CPUID, sregs, regs, xsave, ..., in QEMU's order), then the VMM devices'.
+ * A device the state names and the machine lacks is a RangeError.
+ */
+export function applyState(m: Machine, s: MachineState): void {
+  if (s.vcpus.length !== m.vcpus.length) throw new RangeError(`a state of ${s.vcpus.length} vCPUs for a machine of ${m.vcpus.length}`);
+  const names = Object.keys(s.devices);
+  const missing = names.filter((n) => !m.devices?.devices.some((d) => d.name === n));
+  if (missing.length) throw new RangeError(`the state has devices this machine lacks: ${missing.join(', ')}`);
+  if (s.vm) m.vm.setState(s.vm);
+  m.vcpus.forEach((v, i) => {
+    v.setState(s.vcpus[i].state);
+    m.sregs[i] = s.vcpus[i].state.sregs;
+  });
+  m.devices?.restore(s.devices); // RangeError for a device of the machine the state lacks
+}
+
+
+/**
  * Rebuilds the machine of a replica image, as of its last committed epoch: a new VM of the
  * Header's layout, the workloads loaded (the emulator runs them as models), then the image's
- * memory copied into guest memory (host writes: never logged) and the saved special and
- * general registers set, so the guest resumes exactly where the checkpoint left it.
+ * memory copied into guest memory (host writes: never logged) and the saved state set (the
+ * full state where the stream carries it, else the special and general registers), so the
+ * guest resumes exactly where the checkpoint left it.
  */
-export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number): Machine {
+export function restoreMachine(kvm: Kvm, image: ReplicaImage, mode: DirtyMode | 'auto' = 'auto', ringBytes?: number, guest: ImageGuestOptions = {}): Machine {
   const layout = image.layout;
   if (!layout || !image.restorable) throw new RangeError('the replica has no committed epoch with registers to restore');
-  const m = machineFromLayout(kvm, layout, mode, ringBytes);
+  const m = machineFromLayout(kvm, layout, mode, ringBytes, guest);
   try {
     // Only the image's non-zero pages: the new guest memory is zero, and writing every page would allocate all of it.
     image.memory.forEach((_, i) => copyNonZeroPages(image.slot(i), m.slots[i].bytes));
-    setRegisters(m, layout, image.regs);
+    if (image.state) applyState(m, image.state);
+    else setRegisters(m, layout, image.regs);
     return m;
   } catch (e) {
     m.close();

@@ -127,12 +127,16 @@ export class OutputTap implements RunPolicy {
   readonly #held: number[] = [];
   #channel: OutputChannel | null;
 
-  constructor(ports: Iterable<number>, firstSeq: number, options: { released: boolean; channel?: OutputChannel | null }) {
+  readonly #onRelease: ((port: number, value: number) => void) | undefined;
+
+  /** `onRelease`: called with each output as it goes out (a CLI prints a guest's serial bytes with it) */
+  constructor(ports: Iterable<number>, firstSeq: number, options: { released: boolean; channel?: OutputChannel | null; onRelease?: (port: number, value: number) => void }) {
     this.ports = new Set(ports);
     this.#seq = firstSeq;
     this.#releasedTo = firstSeq;
     this.#released = options.released;
     this.#channel = options.channel ?? null;
+    this.#onRelease = options.onRelease;
   }
 
   /** Sequence number of the next output. */
@@ -157,19 +161,23 @@ export class OutputTap implements RunPolicy {
 
   afterRun(vcpuId: number, exit: Exit): void {
     const io = exit.io;
-    if (!io || io.direction !== 'out' || !this.ports.has(io.port)) return;
+    if (io && io.direction === 'out' && this.ports.has(io.port)) this.onOutput(vcpuId, io.port, io.size, io.value);
+  }
+
+  /** A device's output (a serial byte), recorded as an OUT would be. */
+  onOutput(vcpuId: number, port: number, size: number, value: number): void {
     if (2 * this.#count + 2 > this.#packed.length) {
       const grown = new Uint32Array(this.#packed.length * 2);
       grown.set(this.#packed);
       this.#packed = grown;
     }
-    const w = packOutput(io.port, io.size, vcpuId);
+    const w = packOutput(port, size, vcpuId);
     this.#packed[2 * this.#count] = w;
-    this.#packed[2 * this.#count + 1] = io.value >>> 0;
+    this.#packed[2 * this.#count + 1] = value >>> 0;
     this.#count++;
     this.#seq++;
-    if (this.#released) this.#send(w, io.value >>> 0);
-    else this.#held.push(w, io.value >>> 0);
+    if (this.#released) this.#send(w, value >>> 0);
+    else this.#held.push(w, value >>> 0);
   }
 
   /** The outputs since the last take(), packed pairs, for the stream's next epoch. */
@@ -189,6 +197,7 @@ export class OutputTap implements RunPolicy {
 
   #send(word: number, value: number): void {
     this.#channel?.send(this.#releasedTo, [word, value], 1);
+    this.#onRelease?.(word & 0xffff, value);
     this.#releasedTo++;
   }
 }

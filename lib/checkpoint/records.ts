@@ -32,7 +32,15 @@ export interface MachineLayout {
   arch: Arch;
   slots: SlotLayout[];
   vcpus: VcpuLayout[];
+  /** the VM has the in-kernel irqchip and PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2 before the vCPUs): a guest image's machine */
+  irqchip?: boolean;
+  /** every epoch with registers also carries a State frame (extension 3): the full vCPU, VM and device state */
+  fullState?: boolean;
 }
+
+/** Header flags (u32 at byte 12; 0 before extension 3). */
+const HEADER_IRQCHIP = 1;
+const HEADER_FULL_STATE = 2;
 
 /** One output the guest emitted (an OUT to an I/O port). */
 export interface OutputRecord {
@@ -71,6 +79,7 @@ export function encodeHeaderPayload(layout: MachineLayout): Buffer {
   buf[4] = ARCH_CODES[layout.arch];
   buf.writeUInt16LE(layout.vcpus.length, 6);
   buf.writeUInt32LE(layout.slots.length, 8);
+  buf.writeUInt32LE((layout.irqchip ? HEADER_IRQCHIP : 0) | (layout.fullState ? HEADER_FULL_STATE : 0), 12);
   let at = HEADER_FIXED;
   for (const s of layout.slots) {
     buf.writeUInt32LE(s.slot, at);
@@ -98,6 +107,9 @@ export function decodeHeader(frame: Frame): MachineLayout {
   if (!arch) throw new StreamError('EFRAME', off, `unknown architecture code ${p[4]}`);
   const nVcpus = p.readUInt16LE(6);
   const nSlots = p.readUInt32LE(8);
+  const flags = p.readUInt32LE(12);
+  if ((flags & ~(HEADER_IRQCHIP | HEADER_FULL_STATE)) !== 0) throw new StreamError('EFRAME', off, `unknown Header flags 0x${flags.toString(16)}`);
+  if (p[5] !== 0) throw new StreamError('EFRAME', off, 'Header byte 5 must be zero');
   if (p.length !== HEADER_FIXED + nSlots * SLOT_BYTES + nVcpus * VCPU_LAYOUT_BYTES) {
     throw new StreamError('EFRAME', off, `Header of ${p.length} bytes for ${nSlots} slots and ${nVcpus} vCPUs`);
   }
@@ -124,7 +136,10 @@ export function decodeHeader(frame: Frame): MachineLayout {
   for (let i = 0; i < nVcpus; i++, at += VCPU_LAYOUT_BYTES) {
     vcpus.push({ id: p.readUInt32LE(at), workload: readWorkload(p, at + 8, off), sregs: readSregs(p, at + 8 + WORKLOAD_BYTES) });
   }
-  return { pageSize, arch, slots, vcpus };
+  const layout: MachineLayout = { pageSize, arch, slots, vcpus };
+  if (flags & HEADER_IRQCHIP) layout.irqchip = true;
+  if (flags & HEADER_FULL_STATE) layout.fullState = true;
+  return layout;
 }
 
 function writeWorkload(buf: Buffer, at: number, w: WorkloadSpec | null): void {

@@ -84,6 +84,8 @@ export class DirtyTracker {
   overfills = 0;
   /** rings whose fetch index lost step with the kernel's in an overfill, until resync() finds it */
   readonly #desynced = new Set<DirtyRing>();
+  /** per machine slot: the VMM dirty bitmap taken from its memory (made on the first VMM write) */
+  readonly #vmm: (DirtyBitmap | undefined)[] = [];
 
   constructor(machine: Machine) {
     this.#m = machine;
@@ -116,6 +118,21 @@ export class DirtyTracker {
   collect(into: PageSet): void {
     if (this.#batch) this.#collectRings(into, this.#batch);
     else this.#collectBitmaps(into);
+    this.collectVmmDirty(into);
+  }
+
+  /**
+   * The pages the VMM wrote through the library (memory.write(), dmaWrite(), markVmmDirty():
+   * a device's DMA), which KVM's log never sees, merged in as Firecracker and Cloud Hypervisor
+   * merge theirs. Any slot, logged or not. Costs nothing when the VMM wrote nothing.
+   */
+  collectVmmDirty(into: PageSet): void {
+    this.#m.slots.forEach((s, k) => {
+      if (!s.memory.vmmDirtyPending) return;
+      const bits = (this.#vmm[k] ??= new DirtyBitmap(s.layout.size / 4096));
+      s.memory.takeVmmDirty(bits).forEach((p) => into.add(k, p));
+      bits.reset();
+    });
   }
 
   /**

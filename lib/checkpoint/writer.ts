@@ -88,11 +88,12 @@ export class StreamWriter {
    * straight from guest memory. Encoding and checksums are left for finish(), so that a
    * checkpointer can let the guest run on as soon as the pages are copied and do them while
    * it runs. Release finish()'s buffer to `pool` once written. `attrs`: s390 storage attributes
-   * of the epoch, in a StorageAttrs frame before the Commit (a live migration's).
+   * of the epoch, in a StorageAttrs frame before the Commit (a live migration's). `state`: the
+   * machine's full state (encodeStatePayload), in a State frame before the Commit.
    */
   epoch(
     epoch: number, vcpus: readonly VcpuRegs[], outputs: ArrayLike<number>, outputCount: number,
-    src: PageSource, slots: readonly SlotSource[], outputSeq: number, clientAcked: number, attrs?: AttrRun[],
+    src: PageSource, slots: readonly SlotSource[], outputSeq: number, clientAcked: number, attrs?: AttrRun[], state?: Buffer,
   ): Buffer {
     const ps = this.pageSize;
     const total = src.count;
@@ -101,6 +102,7 @@ export class StreamWriter {
     size += epochPayloadBytes(vcpus.length, outputCount, total, ps) + (parts - 1) * EPOCH_FIXED;
     const attrsFrame = attrs ? encodeAttrsFrame(this.streamId, this.#seq + parts, { epoch, runs: attrs }) : null;
     if (attrsFrame) size += attrsFrame.length;
+    if (state) size += FRAME_OVERHEAD + state.length;
     const buf = this.pool.get(size);
     let at = 0;
     for (let part = 0; part < parts; part++) {
@@ -125,6 +127,12 @@ export class StreamWriter {
       at += attrsFrame.length;
       this.#seq++;
     }
+    if (state) {
+      // checksummed in finish(), with the guest running
+      writeEnvelope(buf, at, FrameType.State, this.streamId, this.#seq++, state.length);
+      state.copy(buf, at + ENVELOPE_BYTES);
+      at += FRAME_OVERHEAD + state.length;
+    }
     at += writeCommitFrame(buf, at, this.streamId, this.#seq++, { epoch, parts, pages: total, outputSeq, clientAcked });
     if (at !== size) throw new Error(`epoch frame size ${at} != ${size}`);
     return buf;
@@ -136,13 +144,14 @@ export class StreamWriter {
    * with it, each Epoch frame becomes an EpochDelta frame (each page as zero, unchanged,
    * XBZRLE runs against what this stream last sent of it, or whole, whichever is smallest)
    * in a new pooled buffer, returned, and `buf` goes back to the pool. Frames keep their
-   * sequence numbers, the StorageAttrs and Commit frames are copied as they are.
+   * sequence numbers; the State frame is checksummed, the StorageAttrs and Commit frames are
+   * copied as they are.
    */
   finish(buf: Buffer): Buffer {
     if (!this.#cache) {
       for (let at = 0; at < buf.length;) {
         const length = buf.readUInt32LE(at + 12);
-        if (buf[at + 6] === FrameType.Epoch) sealFrame(buf, at, length);
+        if (buf[at + 6] === FrameType.Epoch || buf[at + 6] === FrameType.State) sealFrame(buf, at, length);
         at += FRAME_OVERHEAD + length;
       }
       return buf;
@@ -161,7 +170,11 @@ export class StreamWriter {
     for (let at = 0; at < buf.length;) {
       const length = buf.readUInt32LE(at + 12);
       if (buf[at + 6] === FrameType.Epoch) o += this.#encodePart(buf, at, out, o, ps);
-      else o += buf.copy(out, o, at, at + FRAME_OVERHEAD + length);
+      else {
+        buf.copy(out, o, at, at + FRAME_OVERHEAD + length);
+        if (buf[at + 6] === FrameType.State) sealFrame(out, o, length);
+        o += FRAME_OVERHEAD + length;
+      }
       at += FRAME_OVERHEAD + length;
     }
     this.pool.release(buf);

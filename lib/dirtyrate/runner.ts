@@ -42,8 +42,10 @@ export interface RunPolicy {
   sliceMs?(vcpuId: number, now: number): number;
   /** entries harvested from the vCPU's dirty ring (ring machines only; duplicates included) */
   onDirty?(vcpuId: number, pages: DirtyPages, now: number): void;
-  /** KVM_RUN returned `exit` after `ranMs` */
+  /** KVM_RUN returned `exit` after `ranMs` (a device on the machine's bus may have handled it already) */
   afterRun?(vcpuId: number, exit: Exit, ranMs: number, now: number): void;
+  /** a device of the machine produced output while handling the vCPU's exit (a serial byte: its port, size 1, the byte) */
+  onOutput?(vcpuId: number, port: number, size: number, value: number): void;
   /**
    * the vCPU's ring was found completely full: entries may have been lost (a PVM host overfills
    * a ring when one run writes more than it holds, DESIGN §5); `pages` of onDirty are not all
@@ -98,6 +100,7 @@ export class GuestRunner {
   #running: Promise<void>[] | null = null;
   #stopping = false;
   #error: unknown = null;
+  #guestResult: number | null = null;
 
   constructor(machine: Machine, policies: RunPolicy[] = []) {
     if (typeof machine !== 'object' || machine === null || !Array.isArray(machine.vcpus)) {
@@ -140,6 +143,11 @@ export class GuestRunner {
   /** The error that stopped the loops, or null. */
   get error(): unknown {
     return this.#error;
+  }
+
+  /** The guest's result, once it wrote it to the machine's exit port (its vCPU's loop then ended), else null. */
+  get guestResult(): number | null {
+    return this.#guestResult;
   }
 
   /** Settles when every loop has ended (stop(), or a failure: see error). */
@@ -259,6 +267,10 @@ export class GuestRunner {
   async #loop(l: Loop): Promise<void> {
     const { vcpu, stats } = l;
     const id = vcpu.id;
+    const devices = this.machine.devices;
+    const output = (port: number, size: number, value: number): void => {
+      for (const p of this.#policies) p.onOutput?.(id, port, size, value);
+    };
     try {
       for (;;) {
         await this.#hold(l);
@@ -284,10 +296,19 @@ export class GuestRunner {
         l.lastExit = exit.reason;
         // A lone harvest resets the rings at once: the next run starts with an empty ring.
         if (this.#harvest(l, now, true)) this.machine.vm.resetDirtyRings();
+        // The VMM's devices take the accesses they claim (their output goes to the policies).
+        this.machine.deviceOutput = output;
+        const handled = devices?.handle(vcpu, exit) ?? false;
         for (const p of this.#policies) p.afterRun?.(id, exit, now - started, now);
+        if (handled) continue;
         switch (exit.reason) {
           case ExitReason.Io:
             if (exit.io?.direction !== 'out') throw new Error(`vCPU ${id}: unexpected IN from port 0x${exit.io?.port.toString(16)}`);
+            if (exit.io.port === this.machine.exitPort) {
+              // The guest ended: its vCPU stays out of KVM_RUN (stop() completes the OUT).
+              this.#guestResult = exit.io.value >>> 0;
+              return;
+            }
             if (exit.io.port === EPOCH_PORT) stats.epochs++;
             break;
           case ExitReason.DirtyRingFull:
