@@ -2,7 +2,7 @@
 // and a flat binary, then reads the disassembly back to refuse instructions this kind of host
 // cannot run (unsupportedInstructions()). Used by run.ts and the tests; from the shell:
 //
-//   npm run build && node dist/examples/own-guest/build.js [outDir]     (default build/own-guest)
+//   npm run build && node dist/examples/own-guest/build.js [outDir] [ticks]    (default build/own-guest, 100)
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -91,18 +91,23 @@ export function unsupportedInstructions(disassembly: string): string[] {
   return bad;
 }
 
+/** The guest's timer steps by default (guest.c's TICKS): about 100 ms of guest time. */
+export const DEFAULT_TICKS = 100;
+
 /**
  * Compiles and links the guest into `outDir` (default: a new temporary directory) and checks
  * its code. Throws with the tool's output if a step fails, or listing the instructions this
- * host cannot run.
+ * host cannot run. `ticks`: the timer steps it runs (1 ms each), for a longer guest.
  */
-export function buildGuest(outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-dirty-guest-'))): GuestBuild {
+export function buildGuest(outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-dirty-guest-')), options: { ticks?: number } = {}): GuestBuild {
+  const ticks = options.ticks ?? DEFAULT_TICKS;
+  if (!Number.isSafeInteger(ticks) || ticks < 1) throw new RangeError(`ticks must be a positive integer, got ${ticks}`);
   const src = guestSourceDir();
   fs.mkdirSync(outDir, { recursive: true });
   const elf = path.join(outDir, 'guest.elf');
   const bin = path.join(outDir, 'guest.bin');
   run('gcc', [
-    ...GUEST_CFLAGS,
+    ...GUEST_CFLAGS, `-DTICKS=${ticks}`,
     `-Wl,-T,${path.join(src, 'guest.ld')}`, '-Wl,--build-id=none', '-Wl,-z,max-page-size=4096', '-Wl,-z,noexecstack',
     '-o', elf, path.join(src, 'start.S'), path.join(src, 'guest.c'),
   ]);
@@ -118,6 +123,7 @@ if (require.main === module) {
     console.error(`cannot build the guest: ${reason}`);
     process.exit(1);
   }
-  const out = buildGuest(process.argv[2] ?? path.join(guestSourceDir(), '..', '..', 'build', 'own-guest'));
+  // node build.js [outDir] [ticks]
+  const out = buildGuest(process.argv[2] ?? path.join(guestSourceDir(), '..', '..', 'build', 'own-guest'), { ticks: process.argv[3] ? Number(process.argv[3]) : undefined });
   console.log(`${out.elf}\n${out.bin}`);
 }

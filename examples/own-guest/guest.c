@@ -20,8 +20,10 @@
  */
 #include <stdint.h>
 
-#define TICKS 100         /* timer steps */
-#define REPORT_EVERY 10   /* a progress line every so many */
+#ifndef TICKS
+#define TICKS 100 /* timer steps (build.ts may set another count: -DTICKS=N) */
+#endif
+#define REPORT_EVERY 10 /* a progress line every so many */
 #define TICK_COUNT 1000000 /* LAPIC timer initial count: 1 ms at KVM's 1 GHz APIC bus, divide by 1 */
 
 #define COM1 0x3f8

@@ -20,7 +20,7 @@ import type { Kvm } from '../kvm';
 import { ControlKind, encodeControlFrame, type ControlRecord } from './control';
 import { FrameType, StreamError } from './format';
 import { ReplicaImage } from './image';
-import { machineFromLayout, type DirtyMode, type Machine } from './machine';
+import { applyState, machineFromLayout, type DirtyMode, type ImageGuestOptions, type Machine } from './machine';
 import { OutputTap, applyStorageAttrs } from './migration-link';
 import { OutputChannel } from './output';
 import { encodeErrorFrame, encodeU64Frame, type CommitRecord, type VcpuRegs } from './records';
@@ -38,8 +38,12 @@ export interface ReceiveMigrationOptions {
   acceptTimeoutMs?: number;
   /** the output client the guest's outputs go to once the destination owns the guest */
   outputs?: { port: number; host?: string } | null;
-  /** I/O ports whose OUTs are guest output (default 0x11, the counter's) */
+  /** I/O ports whose OUTs are guest output (default 0x11, the counter's; a guest image's machine: its exit port) */
   outputPorts?: number[];
+  /** each output as it is released here (after the handover): a CLI prints a guest's serial bytes with it */
+  onOutput?: (port: number, value: number) => void;
+  /** a guest image's machine: its VMM devices and exit port (default standardDevices, GUEST_EXIT_PORT) */
+  guest?: ImageGuestOptions;
   /** ms to wait for the source's Released after Resumed (default 30000) */
   handoverTimeoutMs?: number;
   /** after each applied round */
@@ -133,7 +137,7 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     kick();
   };
   const image = new ReplicaImage((layout) => {
-    machine = machineFromLayout(o.kvm, layout, o.mode ?? 'auto');
+    machine = machineFromLayout(o.kvm, layout, o.mode ?? 'auto', undefined, o.guest);
     // The special registers come with the Header: set now, out of the downtime (KVM_SET_SREGS resets the vCPU's MMU context).
     machine.vcpus.forEach((v, i) => {
       v.setSregs(layout.vcpus[i].sregs);
@@ -204,12 +208,13 @@ async function receive(socket: Socket, o: ReceiveMigrationOptions): Promise<Inco
     if (!m || !image.restorable || !image.layout) throw new Error('the stream ended without a complete machine: nothing was started');
     // Complete: registers, storage attributes, then the guest runs on here with its outputs held.
     await Promise.all(warming);
-    m.vcpus.forEach((v, i) => v.setRegs(image.regs[i].regs)); // (sregs were set at the Header)
+    if (image.state) applyState(m, image.state); // a guest image's machine: vCPUs, VM devices, VMM devices
+    else m.vcpus.forEach((v, i) => v.setRegs(image.regs[i].regs)); // (sregs were set at the Header)
     let attrs = 0;
     if (m.cmma) m.slots.forEach((s, i) => (attrs += applyStorageAttrs(m.vm, s.layout.guestPhysAddr / 4096, image.storageAttrs(i))));
     o.onComplete?.(m);
     const outputSeq = image.committed!.outputSeq;
-    const tap = new OutputTap(o.outputPorts ?? [0x11], outputSeq, { released: false });
+    const tap = new OutputTap(o.outputPorts ?? (m.exitPort !== null ? [m.exitPort] : [0x11]), outputSeq, { released: false, onRelease: o.onOutput });
     runner = new GuestRunner(m, [tap]);
     runner.start();
     const resumedAt = performance.now();

@@ -31,7 +31,8 @@ import type { DirtyPages } from '../dirty-pages';
 import type { Regs } from '../backend';
 import { ControlKind, decodeControlFrame, type AttrRun } from './control';
 import { FrameType, type Frame } from './format';
-import { describeMachine, forEachNonZeroPage, type Machine } from './machine';
+import { captureState, describeMachine, forEachNonZeroPage, type Machine } from './machine';
+import { encodeStatePayload } from './state-frame';
 import { Link, OutputTap, connectTo, drainStorageAttrs, parseTarget, type MigrationTarget } from './migration-link';
 import { decodeErrorFrame, decodeU64Frame } from './records';
 import { DirtyTracker, type PageSet } from './tracker';
@@ -228,7 +229,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
   let spare = tracker.newPageSet();
   const slots: SlotSource[] = machine.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
   const writer = new StreamWriter(4096, { delta: o.delta });
-  const tap = o.outputs ?? new OutputTap([0x11], 0, { released: true });
+  const tap = o.outputs ?? new OutputTap(machine.exitPort !== null ? [machine.exitPort] : [0x11], 0, { released: true });
   if (!(tap instanceof OutputTap)) throw new TypeError('outputs must be an OutputTap');
   const collector = machine.mode === 'ring' ? new RingCollector(tracker, set) : null;
   const throttle = new CpuThrottle();
@@ -335,9 +336,9 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
      * (with the registers) goes out with the End frame in the same write, and resolves once
      * it is sent: the destination resumes the guest at End and says so with Resumed.
      */
-    const round = async (epoch: number, pages: PageSet, regs: { id: number; regs: Regs }[], attrs: AttrRun[]): Promise<{ bytes: number; ms: number }> => {
+    const round = async (epoch: number, pages: PageSet, regs: { id: number; regs: Regs }[], attrs: AttrRun[], state?: Buffer): Promise<{ bytes: number; ms: number }> => {
       const out = tap.take();
-      const buf = writer.finish(writer.epoch(epoch, regs, out.packed, out.count, pages, slots, tap.seq, tap.clientAcked, attrs.length ? attrs : undefined));
+      const buf = writer.finish(writer.epoch(epoch, regs, out.packed, out.count, pages, slots, tap.seq, tap.clientAcked, attrs.length ? attrs : undefined, state));
       const t = performance.now();
       await send(regs.length ? Buffer.concat([buf, writer.end(epoch)]) : buf);
       writer.pool.release(buf);
@@ -383,6 +384,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
         runner.harvestAll();
         spare.clear();
         collector.set = spare;
+        tracker.collectVmmDirty(found); // the VMM's own writes (device DMA), which no ring sees
       } else tracker.collect(found);
       set = spare;
       spare = found;
@@ -434,14 +436,18 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
       await runner.stop();
       o.onStopped?.(machine);
       // Everything dirtied since the sync: the runner harvested it into `set` (stop() last of all), or the bitmaps hold it.
-      if (collector) found.addAll(set);
-      else tracker.collect(found);
+      if (collector) {
+        found.addAll(set);
+        tracker.collectVmmDirty(found);
+      } else tracker.collect(found);
       tracker.collectBackupBitmap(found); // arm64: writes made without a vCPU, read last
       const lastAttrs = machine.cmma ? [...attrs, ...drainStorageAttrs(machine.vm, attrsCursor)] : [];
       const regs = machine.vcpus.map((v) => ({ id: v.id, regs: v.getRegs() }));
       epoch++;
+      // a guest image's machine: the full state (vCPUs, VM devices, VMM devices) goes with the registers
+      const state = machine.fullState ? encodeStatePayload(epoch, captureState(machine)) : undefined;
       finalSent = true; // from here on the destination may resume: no cancel
-      const r = await round(epoch, found, regs, lastAttrs);
+      const r = await round(epoch, found, regs, lastAttrs, state);
       stats.outputSeq = tap.seq;
       await until('resume the guest', () => resumed !== null, o.handoverTimeoutMs);
       const rs = resumed!;

@@ -4,7 +4,7 @@
 import { Option, type Command } from 'commander';
 import { checkpointCommand } from './checkpoint';
 import { InvalidArgumentError } from 'commander';
-import { positiveInt, positiveNumber, hostPort } from './common';
+import { address, positiveInt, positiveNumber, hostPort } from './common';
 import { failoverCommand } from './failover';
 import { incomingCommand } from './incoming';
 import { migrateCommand } from './migrate';
@@ -30,7 +30,10 @@ function guestOptions(cmd: Command): Command {
     .addOption(new Option('--workload <kind>', 'guest workload').choices(['stride', 'random', 'counter']).default('stride'))
     .option('--pages <K>', 'pages the workload writes per epoch (counter: outputs per epoch)', positiveInt('--pages'), 64)
     .option('--guest-mib <M>', 'guest memory in MiB (the first 2 MiB hold the guest harness; data that would reach the APIC page at 0xfee00000 starts at 4 GiB instead; 2 GiB per slot)', positiveInt('--guest-mib'), 64)
-    .addOption(new Option('--mode <mode>', 'dirty tracking (auto: the ring where the kernel has one, else the bitmap)').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'));
+    .addOption(new Option('--mode <mode>', 'dirty tracking (auto: the ring where the kernel has one, else the bitmap; a guest image: the bitmap)').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
+    .option('--image <file>', 'run a guest image of your own instead of --workload: a flat binary or an ELF64, started in long mode with the in-kernel irqchip and PIT, a 16550 at 0x3f8 (its output is printed), its result written to port 0xf4; every epoch carries the full vCPU, VM and device state')
+    .option('--entry <addr>', '--image: where the guest starts (default: the ELF entry, a flat binary\'s first byte at 2 MiB)', address('--entry'))
+    .option('--image-mib <M>', '--image: guest memory from address 0, a multiple of 2', positiveInt('--image-mib'), 8);
 }
 
 export function registerCheckpointCommands(program: Command, backendOptions: (cmd: Command) => Command): void {
@@ -42,14 +45,19 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .option('--seconds <S>', 'stop after S seconds', positiveNumber('--seconds'))
     .option('--epoch-ms <ms>', 'time budget of one epoch (vcpu.kick() ends it)', positiveNumber('--epoch-ms'), 50)
     .option('--no-delta', 'send every page whole (no delta encoding: stream format without extension 2)')
+    .option('--output-client <host:port>', 'send the released outputs to this output client (a replica with --take-over resends what it has not confirmed)', hostPort)
     .option('--json', 'print a JSON summary at the end')
     .action(checkpointCommand);
 
-  program.command('replica')
-    .description('receive checkpoint streams, apply each epoch atomically and acknowledge it')
+  backendOptions(program.command('replica'))
+    .description('receive checkpoint streams, apply each epoch atomically and acknowledge it; with --take-over, run the guest on when the primary is lost')
     .requiredOption('--listen <port>', 'TCP port to listen on (0: any)', (v) => Number(v))
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--once', 'exit after the first stream ends')
+    .option('--take-over', 'when the primary is lost, rebuild the machine as of the last committed epoch and run its guest here (a guest image to its result)')
+    .addOption(new Option('--mode <mode>', '--take-over: dirty tracking of the rebuilt VM').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
+    .option('--run-ms <ms>', '--take-over: how long the guest runs here (a guest image: at most; default 60000, a workload 1000)', positiveNumber('--run-ms'))
+    .option('--output-client <host:port>', '--take-over: resend the outputs this client has not confirmed, then send it the guest\'s new ones', hostPort)
     .option('--json', 'one JSON line per event')
     .action(replicaCommand);
 
@@ -80,7 +88,7 @@ export function registerCheckpointCommands(program: Command, backendOptions: (cm
     .description('wait for one live migration (`kvm-dirty migrate --to`), resume the guest here, run it, check it went on')
     .requiredOption('--listen <port>', 'TCP port to listen on (0: any; the port is printed on stderr)', (v) => Number(v))
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
-    .option('--run-ms <ms>', 'run the guest this long after it resumed, then check it and exit', positiveNumber('--run-ms'), 1000)
+    .option('--run-ms <ms>', 'run the guest this long after it resumed, then check it and exit (default 1000; a guest image: until its result, at most this long, default 60000)', positiveNumber('--run-ms'))
     .addOption(new Option('--mode <mode>', 'dirty tracking of the new VM').choices(['auto', 'ring', 'bitmap', 'bitmap-clear']).default('auto'))
     .option('--output-client <host:port>', 'send the guest\'s outputs to this client once the guest is ours', hostPort)
     .option('--json', 'machine-readable output')

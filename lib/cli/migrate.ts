@@ -11,7 +11,7 @@ import { OutputTap } from '../checkpoint/migration-link';
 import { OutputChannel } from '../checkpoint/output';
 import { checkWorkload } from '../checkpoint/verify';
 import { GuestRunner } from '../dirtyrate/runner';
-import { buildGuest, open, round3, type GuestFlags } from './common';
+import { SerialPrinter, buildGuest, open, round3, untilGuestExit, type GuestFlags } from './common';
 
 interface Flags extends GuestFlags {
   rounds: number;
@@ -30,6 +30,7 @@ interface Flags extends GuestFlags {
 
 export async function migrateCommand(f: Flags): Promise<void> {
   if (f.to) return migrateToCommand(f);
+  if (f.image !== undefined) throw new Error('--image needs --to: the in-process mode compares two VMs of the built-in workloads');
   const kvm = open(f);
   try {
     const src = buildGuest(kvm, f);
@@ -67,12 +68,14 @@ async function migrateToCommand(f: Flags): Promise<void> {
   try {
     const machine = buildGuest(kvm, f);
     const client = f.outputClient ? await OutputChannel.connect(f.outputClient.port, f.outputClient.host) : null;
-    // The guest's outputs (the counter's), numbered from what the client expects, sent as they come.
-    const outputs = new OutputTap([0x11], client?.next ?? 0, { released: true, channel: client?.channel });
+    // The guest's outputs (the counter's; a guest image's serial bytes and result), numbered from what the client expects, sent as they come.
+    const serial = new SerialPrinter(!f.json && !client);
+    const outputs = new OutputTap(machine.exitPort !== null ? [machine.exitPort] : [0x11], client?.next ?? 0, { released: true, channel: client?.channel, onRelease: serial.onOutput });
     // The guest runs a while before it moves (--run-ms), as a guest would that has been up; the migration takes its running runner.
     const runner = new GuestRunner(machine, [outputs]);
     runner.start();
     await new Promise((r) => setTimeout(r, f.runMs));
+    if (runner.guestResult !== null) throw new Error(`the guest ended (result 0x${runner.guestResult.toString(16)}) within --run-ms ${f.runMs} ms, before it could migrate`);
     const abort = new AbortController();
     const onSigint = () => abort.abort();
     process.once('SIGINT', onSigint);
@@ -98,8 +101,17 @@ async function migrateToCommand(f: Flags): Promise<void> {
       bar.stop();
     }
     let resumedHere: ReturnType<typeof checkWorkload> | null = null;
-    if (stats.status !== 'completed') resumedHere = await resumeHere(machine, runner, f.runMs);
-    const report = { ...summary(stats), workload: f.workload, pages: f.pages, guestMib: f.guestMib, ...(resumedHere ? { resumedOnSource: resumedHere } : {}) };
+    let guestResult: number | null = null;
+    if (stats.status !== 'completed') {
+      // a guest image that did not move runs to its result here
+      if (machine.exitPort !== null) {
+        if (!runner.running) runner.start();
+        guestResult = await untilGuestExit(runner, 60_000);
+        machine.close();
+      } else resumedHere = await resumeHere(machine, runner, f.runMs);
+    }
+    const guest = f.image !== undefined ? { image: f.image, serial: serial.text, ...(stats.status !== 'completed' ? { guestResult } : {}) } : { workload: f.workload, pages: f.pages, guestMib: f.guestMib };
+    const report = { ...summary(stats), ...guest, ...(resumedHere ? { resumedOnSource: resumedHere } : {}) };
     if (f.json) console.log(JSON.stringify(report, null, 2));
     else printStats(stats, resumedHere);
     await client?.channel.close();

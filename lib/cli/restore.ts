@@ -1,12 +1,13 @@
 // kvm-dirty restore FILE: rebuild the VM of a checkpoint file as of its last complete epoch,
 // check that it is the image (memory and registers), run one more epoch and check what the
-// workload did in it.
+// workload did in it; a guest image runs on from there to its result, its serial output printed.
 
 import { ExitReason } from '../constants';
 import { restoreMachine, sameContents, type DirtyMode, type Machine } from '../checkpoint/machine';
 import type { ReplicaImage } from '../checkpoint/image';
+import { OutputTap } from '../checkpoint/migration-link';
 import { readCheckpointFile } from '../checkpoint/transport';
-import { open, type BackendFlags } from './common';
+import { SerialPrinter, open, runToExit, type BackendFlags } from './common';
 
 interface Flags extends BackendFlags {
   mode: DirtyMode | 'auto';
@@ -22,6 +23,9 @@ export interface RestoreReport {
   mode: string;
   checks: { name: string; ok: boolean; detail: string }[];
   ok: boolean;
+  /** a guest image: its result once it ran on from the epoch (null: none in time), and the serial output of that run */
+  guestResult?: number | null;
+  serial?: string;
 }
 
 export async function restoreCommand(file: string, f: Flags): Promise<void> {
@@ -33,6 +37,14 @@ export async function restoreCommand(file: string, f: Flags): Promise<void> {
     const report: RestoreReport = {
       file, epoch: image.epoch, streamError: error?.message ?? null, backend: kvm.backend, mode: m.mode, checks: verify(m, image), ok: false,
     };
+    if (m.exitPort !== null) {
+      const serial = new SerialPrinter(!f.json);
+      const tap = new OutputTap([m.exitPort], image.committed!.outputSeq, { released: true, onRelease: serial.onOutput });
+      const result = await runToExit(m, tap, 60_000);
+      report.guestResult = result;
+      report.serial = serial.text;
+      report.checks.push({ name: 'guest', ok: result !== null, detail: result === null ? 'no result within 60 s' : `ran on to its result 0x${result.toString(16).padStart(8, '0')} (${tap.seq - image.committed!.outputSeq} outputs)` });
+    }
     report.ok = report.checks.every((c) => c.ok);
     m.close();
     if (f.json) console.log(JSON.stringify(report, null, 2));
