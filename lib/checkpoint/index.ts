@@ -7,7 +7,10 @@ export {
   createMachine, machineFromLayout, restoreMachine, describeMachine, chooseMode, hasDirtyRing, ringBytesFor,
   forEachNonZeroPage, copyNonZeroPages, sameContents, type Contents, type MachineSlot,
   DATA_GFN, DATA_SLOT, HARNESS_SLOT, type DirtyMode, type Machine, type MachineOptions,
+  createImageMachine, imageMode, standardDevices, captureState, applyState, GUEST_EXIT_PORT, IMAGE_MEMORY_BYTES,
+  type ImageMachineOptions, type ImageGuestOptions, type DeviceOutput,
 } from './machine';
+export type { MachineState } from './state-frame';
 export { DirtyTracker, PageSet } from './tracker';
 export { OutputCommit, OutputChannel, OutputClient, monotonicMs, type OutputArrival, type HostVisit } from './output';
 export {
@@ -21,6 +24,11 @@ export { QuorumSink, UnprotectedSink, type QuorumSinkOptions } from './replicati
 export type { LeaseTag } from './lease-frame';
 export { FileSink, TcpSink, ReplicaServer, ReplicaRejected, readCheckpointFile, type ReplicaOutcome } from './transport';
 export { migrate, type MigrateOptions, type MigrationResult, type MigrationRound } from './migrate';
+export {
+  migrateTo, type MigrateToOptions, type MigrationStats, type MigrationRoundStats, type MigrationProgress, type MigrationStatus, type ThrottleMode,
+} from './migration';
+export { receiveMigration, type ReceiveMigrationOptions, type IncomingMigration } from './incoming';
+export { OutputTap, type MigrationTarget } from './migration-link';
 export {
   runFailoverTrial, formatFailover, runPartitionTrial, FAULTS,
   type FailoverOptions, type FailoverResult, type PartitionOptions, type PartitionResult, type ScheduleRecord, type Fault, type EtcdTrialOptions,
