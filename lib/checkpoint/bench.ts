@@ -26,6 +26,8 @@ export interface BenchCheckpointOptions {
   replica?: 'process' | 'in-process';
   /** record where each epoch's time goes (EpochProfile) and the CPU time of each thread */
   profile?: boolean;
+  /** vCPUs, each with its own stride of `pagesPerEpoch` pages over its own share of the data and its own ring (default 1) */
+  vcpus?: number;
 }
 
 /** CPU time per committed epoch, µs, of the primary's threads and of the replica process (Linux schedstat). */
@@ -49,8 +51,9 @@ export interface BenchCheckpointResult {
   epochs: number;
   seconds: number;
   pagesPerEpoch: number;
-  /** outputs released to the client (one per epoch: the stride's epoch OUT) */
+  /** outputs released to the client (one per vCPU and epoch: the stride's epoch OUT) */
   released: number;
+  vcpus: number;
   replica: 'process' | 'in-process';
   backend: string;
   mode: string;
@@ -68,9 +71,14 @@ export async function benchCheckpoint(o: BenchCheckpointOptions): Promise<BenchC
   const kvm = openKvm({ backend: o.backend });
   let stopReplica: () => Promise<void> = async () => undefined;
   try {
+    const vcpus = o.vcpus ?? 1;
+    if (!Number.isSafeInteger(vcpus) || vcpus < 1) throw new RangeError(`vcpus must be a positive integer, got ${vcpus}`);
+    // vCPU i strides over the i-th of `vcpus` equal shares of the data: no page is written by two
+    const share = Math.floor(dataPages / vcpus);
+    const stridePages = Math.max(1, Math.floor(share / o.pagesPerEpoch));
     const machine = createMachine(kvm, {
-      dataPages, mode: o.mode,
-      workloads: Workload.stride({ firstPage: dataGfnFor(dataPages), pages: o.pagesPerEpoch, stridePages: Math.max(1, Math.floor(dataPages / o.pagesPerEpoch)) }),
+      dataPages, mode: o.mode, vcpus,
+      workloads: Array.from({ length: vcpus }, (_, i) => Workload.stride({ firstPage: dataGfnFor(dataPages) + i * share, pages: o.pagesPerEpoch, stridePages })),
     });
     let port: number;
     let replicaPid: number | null = null;
@@ -112,7 +120,7 @@ export async function benchCheckpoint(o: BenchCheckpointOptions): Promise<BenchC
     machine.close();
     return {
       committedPerSec: Math.round(stats.committedPerSec), pauseP50Us: stats.pauseP50Us, pauseP99Us: stats.pauseP99Us,
-      epochs: stats.epochs, seconds: stats.seconds, pagesPerEpoch: stats.pagesPerEpoch, released, replica,
+      epochs: stats.epochs, seconds: stats.seconds, pagesPerEpoch: stats.pagesPerEpoch, released, vcpus, replica,
       backend: kvm.backend, mode: stats.mode, bytesPerEpoch: stats.bytesPerEpoch,
       ...(profile ? { profile: profile.summary(), cpu: cpuPerEpoch(cpuBefore, cpuAfter, stats.committed, stats.seconds) } : {}),
     };
