@@ -15,7 +15,7 @@
 //
 // Epoch 0 is the base image: every non-zero page of every slot (the replica starts zeroed).
 
-import { ExitReason } from '../constants';
+import { Cap, ExitReason, SyncRegs } from '../constants';
 import type { Vcpu } from '../vcpu';
 import type { Machine } from './machine';
 import { describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
@@ -152,6 +152,7 @@ export class Checkpointer {
   #baseMs = 0;
   #kickTimer: NodeJS.Timeout | null = null;
   readonly #prof: EpochProfile | null;
+  readonly #syncRegs: boolean;
   /** when the running epoch's vCPUs were handed back, and when the last epoch's copy ended (profile only) */
   #resumedAt = 0;
   #copiedAt = 0;
@@ -175,6 +176,9 @@ export class Checkpointer {
     this.#set = this.#tracker.newPageSet();
     this.#slots = m.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
     this.#vcpus = m.vcpus.map((vcpu) => ({ vcpu, lastExit: -1, outputs: 0 }));
+    // KVM stores each vCPU's registers in kvm_run as its KVM_RUN ends: no KVM_GET_REGS per epoch
+    this.#syncRegs = (m.vm.checkExtension(Cap.SyncRegs) & SyncRegs.X86Regs) !== 0;
+    if (this.#syncRegs) for (const v of m.vcpus) v.setSyncRegs(SyncRegs.X86Regs);
     this.#outputPorts = new Set(this.#o.outputPorts);
     this.#outputSeq = this.#o.outputSeq;
     this.#commit = options.outputs ?? new OutputCommit();
@@ -322,7 +326,7 @@ export class Checkpointer {
     set.clear();
     this.#tracker.collect(set);
     set.clear();
-    const regs = this.#regs();
+    const regs = this.#regs(false);
     // Reads only the pages the memory holds (dataRanges): the rest are zero, and reading them would allocate them.
     this.machine.slots.forEach((s, k) => forEachNonZeroPage(s, (p) => set.add(k, p)));
     this.#basePages = set.count;
@@ -449,8 +453,10 @@ export class Checkpointer {
     return buf;
   }
 
-  #regs(): VcpuRegs[] {
-    return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: s.vcpu.getRegs() }));
+  /** Every vCPU's registers; after a run, as KVM_RUN left them in kvm_run where the kernel has KVM_CAP_SYNC_REGS. */
+  #regs(afterRun = true): VcpuRegs[] {
+    const synced = afterRun && this.#syncRegs;
+    return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: synced ? s.vcpu.getSyncedRegs() : s.vcpu.getRegs() }));
   }
 
   /** Encodes (delta) and checksums the epoch's frames, with the guest running again, and sends them. */
