@@ -26,6 +26,32 @@ export interface CheckpointFigures {
   /** committed / bare: the share of its speed the guest keeps under checkpointing */
   ringEfficiency?: number | null;
   bitmapEfficiency?: number | null;
+  /** stream bytes per epoch after the base (delta-encoded), of the ring run and of the bitmap run */
+  bytesPerEpoch?: number | null;
+  bitmapBytesPerEpoch?: number | null;
+}
+
+/** Where a checkpoint epoch's time goes (benchCheckpoint with profile: lib/checkpoint/profile.ts), ring mode, 1 GiB. */
+export interface CheckpointProfileFigures {
+  committedPerSec: number;
+  /** median µs per epoch of each phase (run, completeIo, collect, registers, copy, resume, pause, encode, write, ack) */
+  phasesUs: Record<string, number>;
+  /** CPU µs per committed epoch: the primary's main, vCPU and other threads, the replica process; wall µs per epoch */
+  cpuUs: { main: number; vcpu: number; other: number; replica: number; wall: number } | null;
+}
+
+/** Checkpointing several vCPUs, each its own stride of K pages and its own ring (1 GiB, ring mode). */
+export interface VcpuCountFigures {
+  vcpus: number;
+  k: number;
+  committed: number | null;
+  /** the C reference's bare loop of one vCPU, same K and guest */
+  bare: number | null;
+  /** committed / bare */
+  efficiency: number | null;
+  pauseP50Us: number | null;
+  pauseP99Us: number | null;
+  bytesPerEpoch: number | null;
 }
 
 /** checkpointEfficiency: { k16: { ring, bitmap }, ... }, from the checkpoint figures. */
@@ -90,6 +116,10 @@ export interface BenchResults {
   checkpointEfficiency?: Record<string, { ring: number | null; bitmap: number | null }> | null;
   /** the same by guest GiB, K = 64 */
   checkpointEfficiencyBySize?: Record<string, { ring: number | null; bitmap: number | null }> | null;
+  /** where an epoch's time goes, by K (ring, 1 GiB), from a separate profiled run */
+  checkpointProfile?: Record<string, CheckpointProfileFigures | null> | null;
+  /** 1, 2 and 4 vCPUs (v1, v2, v4), K = 64 each */
+  checkpointByVcpus?: Record<string, VcpuCountFigures> | null;
   targets: Record<string, Target>;
   errors: BenchError[];
   host: Record<string, unknown>;
@@ -109,6 +139,9 @@ export function evaluateTargets(r: Omit<BenchResults, 'targets'>): Record<string
     // "no heap growth proportional to entries": under one byte per harvested entry
     harvestHeapPerEntry: target('heap bytes allocated per harvested entry', heapPerEntry, '<=', 1),
     emulatorEvents: target('emulator dirty-page events per second', r.emulatorEventsPerSec, '>=', 5e6),
+    checkpointK64: target('checkpoint efficiency, ring, K = 64, 1 GiB (committed / bare)', r.checkpointEfficiency?.k64?.ring ?? null, '>=', 0.8),
+    checkpointK256: target('checkpoint efficiency, ring, K = 256, 1 GiB', r.checkpointEfficiency?.k256?.ring ?? null, '>=', 0.9),
+    checkpointK16: target('checkpoint efficiency, ring, K = 16, 1 GiB', r.checkpointEfficiency?.k16?.ring ?? null, '>=', 0.5),
   };
 }
 
@@ -140,11 +173,20 @@ export function table(style: ReportStyle, header: string[], rows: string[][]): s
 
 /** The human-readable report: one table per measurement, then the targets and any errors; as text or as Markdown (for the README). */
 export function formatReport(r: BenchResults, style: ReportStyle = 'text'): string {
-  const out: string[] = [];
+  const out: string[] = [`Measured on: ${describeHost(r.host)}`];
+  // a partial run (bench --only checkpoint) has only the checkpoint engine's figures
+  const partial = Object.keys(r.epochLoop).length === 0 && r.harvestPerEntryNs.entries === 0;
+  if (!partial) formatHarvest(r, style, out);
+  formatCheckpoint(r, style, out);
+  return out.join('\n');
+}
+
+/** The harvest, epoch-loop and vCPU tables (the library against its C reference), and the emulator's rate. */
+function formatHarvest(r: BenchResults, style: ReportStyle, out: string[]): void {
   const title = (text: string) => (style === 'markdown' ? `**${text}**\n` : text);
+  const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
   const us = (ns: number | null) => (ns === null ? null : ns / 1e3);
-  out.push(`Measured on: ${describeHost(r.host)}`, '');
-  out.push(title('Harvest + re-arm per epoch, 256 dirty pages (median µs)'));
+  out.push('', title('Harvest + re-arm per epoch, 256 dirty pages (median µs)'));
   out.push(
     table(
       style,
@@ -202,7 +244,6 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
     ),
   );
   if (r.vcpu) {
-    const us = (ns: number | null) => (ns === null ? null : ns / 1e3);
     out.push('', title('vCPU round trips (µs, median): one page written, then the epoch\'s OUT'));
     out.push(
       table(
@@ -217,13 +258,18 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
       ),
     );
   }
-  const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
   out.push('', `${label('Emulator')} dirty-page events per second (model write, ring push, harvest, reset): ${fmt(r.emulatorEventsPerSec)}`);
+}
+
+/** The checkpoint engine's tables, then the targets and any errors. */
+function formatCheckpoint(r: BenchResults, style: ReportStyle, out: string[]): void {
+  const title = (text: string) => (style === 'markdown' ? `**${text}**\n` : text);
+  const label = (text: string) => (style === 'markdown' ? `**${text}:**` : `${text}:`);
   /** One row per configuration: committed epochs/s and pauses, ring and bitmap. */
   const checkpointTable = (first: string, rows: Record<string, CheckpointFigures>, name: (key: string) => string) =>
     table(
       style,
-      [first, 'ring', 'bare ring (C)', 'ring / bare', 'bitmap', 'bare bitmap (C)', 'bitmap / bare', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs'],
+      [first, 'ring', 'bare ring (C)', 'ring / bare', 'bitmap', 'bare bitmap (C)', 'bitmap / bare', 'ring pause p50/p99 µs', 'bitmap pause p50/p99 µs', 'bytes/epoch'],
       Object.entries(rows).map(([key, c]) => [
         name(key),
         fmt(c.ring),
@@ -234,6 +280,7 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
         fmt(c.bitmapEfficiency),
         `${fmt(c.ringPauseP50Us)} / ${fmt(c.ringPauseP99Us)}`,
         `${fmt(c.bitmapPauseP50Us)} / ${fmt(c.bitmapPauseP99Us)}`,
+        fmt(c.bytesPerEpoch ?? c.bitmapBytesPerEpoch),
       ]),
     );
   if (r.checkpoint !== null) {
@@ -245,6 +292,28 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
   if (r.checkpointBySize) {
     out.push('', title('Checkpoint engine by guest size, K = 64: committed epochs per second against the bare loop'));
     out.push(checkpointTable('guest', r.checkpointBySize, (g) => `${g} GiB`));
+  }
+  if (r.checkpointByVcpus) {
+    out.push('', title('Checkpoint engine by vCPU count, ring, 1 GiB, each vCPU its own stride of K pages and its own ring (bare: one vCPU\'s C loop)'));
+    out.push(
+      table(
+        style,
+        ['vCPUs', 'K per vCPU', 'committed/s', 'bare (C, 1 vCPU)', 'committed / bare', 'pause p50/p99 µs', 'bytes/epoch'],
+        Object.values(r.checkpointByVcpus).map((v) => [String(v.vcpus), String(v.k), fmt(v.committed), fmt(v.bare), fmt(v.efficiency), `${fmt(v.pauseP50Us)} / ${fmt(v.pauseP99Us)}`, fmt(v.bytesPerEpoch)]),
+      ),
+    );
+  }
+  if (r.checkpointProfile) {
+    const rows = Object.entries(r.checkpointProfile).filter((e): e is [string, CheckpointProfileFigures] => e[1] !== null);
+    const phases = ['run', 'completeIo', 'collect', 'registers', 'copy', 'resume', 'pause', 'encode', 'write', 'ack'];
+    out.push('', title('Where a checkpoint epoch\'s time goes, ring, 1 GiB (median µs per epoch, a profiled run; CPU µs per committed epoch by thread)'));
+    out.push(
+      table(
+        style,
+        ['K', 'committed/s', ...phases, 'CPU main', 'CPU vCPU', 'CPU other', 'CPU replica', 'wall'],
+        rows.map(([k, p]) => [k.slice(1), fmt(p.committedPerSec), ...phases.map((ph) => fmt(p.phasesUs[ph])), fmt(p.cpuUs?.main), fmt(p.cpuUs?.vcpu), fmt(p.cpuUs?.other), fmt(p.cpuUs?.replica), fmt(p.cpuUs?.wall)]),
+      ),
+    );
   }
   out.push('', title('Targets'));
   out.push(
@@ -258,5 +327,4 @@ export function formatReport(r: BenchResults, style: ReportStyle = 'text'): stri
     out.push('', title('Not measured'));
     for (const e of r.errors) out.push(`${style === 'markdown' ? '-' : ' '} ${e.what}: ${e.reason}`);
   }
-  return out.join('\n');
 }

@@ -18,7 +18,7 @@ import { defaultRingEntries, emulatorEvents, epochLoop, fullRingEntries, GIB, st
 import { DIRTYRATE_FULL, DIRTYRATE_QUICK, benchDirtyRate, formatDirtyRate, type DirtyRateBench } from './dirtyrate';
 import { MIGRATION_FULL, MIGRATION_QUICK, benchMigration, formatMigration, type MigrationBench } from './migration';
 import { Reference, packageRoot, type ReferenceResult } from './reference';
-import { efficiencyOf, evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type SizeModes } from './report';
+import { efficiencyOf, evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type CheckpointProfileFigures, type SizeModes, type VcpuCountFigures } from './report';
 import { median, ratio } from './stats';
 
 interface Plan {
@@ -72,6 +72,10 @@ const LOOP_KS = [16, 256, 4096];
 const CHECKPOINT_KS = [16, 64, 256, 1024];
 const CHECKPOINT_SIZES = [1, 16, 64];
 const CHECKPOINT_SIZE_K = 64;
+/** K of the profiled runs (where an epoch's time goes) */
+const PROFILE_KS = [16, 64, 256];
+const CHECKPOINT_VCPUS = [1, 2, 4];
+const VCPUS_K = 64;
 /** The local APIC's MMIO page: guest RAM written there exits to userspace instead (ExitReason.Mmio). */
 const APIC_GPA = 0xfee0_0000;
 /** Guest RAM at 4 GiB, above the PC's MMIO hole, for the configurations whose stride would write the APIC page. */
@@ -315,16 +319,67 @@ class Runner {
     return this.#checkpoints(plan, CHECKPOINT_SIZES.map((g) => ({ key: String(g), k: CHECKPOINT_SIZE_K, guestGiB: g })));
   }
 
-  async #checkpoints(plan: Plan, configs: { key: string; k: number; guestGiB: number }[]): Promise<Record<string, CheckpointFigures> | null> {
-    let bench: CheckpointBench;
+  /** A profiled run per K (ring, 1 GiB): the phases of an epoch and the CPU time of each thread (apart from the figures above: timing costs a little). */
+  async checkpointProfile(plan: Plan): Promise<Record<string, CheckpointProfileFigures | null> | null> {
+    const bench = this.#checkpointBench();
+    if (!bench) return null;
+    const result: Record<string, CheckpointProfileFigures | null> = {};
+    for (const k of PROFILE_KS) {
+      this.#log(`checkpoint profile K=${k} 1 GiB ring: ${plan.checkpointSeconds} s`);
+      try {
+        const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: k, mode: 'ring', seconds: plan.checkpointSeconds, profile: true });
+        const phasesUs = Object.fromEntries(Object.entries(r.profile ?? {}).map(([phase, f]) => [phase, f!.p50Us]));
+        result[`k${k}`] = { committedPerSec: r.committedPerSec, phasesUs, cpuUs: r.cpu ?? null };
+        this.#log(`  ${Object.entries(phasesUs).map(([p, us]) => `${p} ${fmtNum(us)}`).join(', ')} µs; CPU/epoch ${JSON.stringify(r.cpu)}`);
+      } catch (e) {
+        result[`k${k}`] = null;
+        this.error(`checkpoint profile K=${k}`, e);
+      }
+    }
+    return result;
+  }
+
+  /** 1, 2 and 4 vCPUs, each its own stride of VCPUS_K pages and its own ring, against one vCPU's bare C loop. */
+  async checkpointByVcpus(plan: Plan): Promise<Record<string, VcpuCountFigures> | null> {
+    const bench = this.#checkpointBench();
+    if (!bench) return null;
+    let bare: number | null = null;
+    try {
+      bare = this.reference({ mode: 'ring', guestGiB: 1, k: VCPUS_K, seconds: plan.checkpointSeconds }).epochsPerSec;
+    } catch (e) {
+      this.error(`checkpoint by vCPUs, bare loop (C)`, e);
+    }
+    const result: Record<string, VcpuCountFigures> = {};
+    for (const vcpus of CHECKPOINT_VCPUS) {
+      const what = `checkpoint ${vcpus} vCPUs K=${VCPUS_K} 1 GiB ring`;
+      this.#log(`${what}: ${plan.checkpointSeconds} s`);
+      const row: VcpuCountFigures = { vcpus, k: VCPUS_K, committed: null, bare, efficiency: null, pauseP50Us: null, pauseP99Us: null, bytesPerEpoch: null };
+      try {
+        const r = await bench.benchCheckpoint({ backend: 'native', pagesPerEpoch: VCPUS_K, mode: 'ring', seconds: plan.checkpointSeconds, vcpus });
+        Object.assign(row, { committed: r.committedPerSec, efficiency: ratio(r.committedPerSec, bare), pauseP50Us: r.pauseP50Us, pauseP99Us: r.pauseP99Us, bytesPerEpoch: r.bytesPerEpoch });
+        this.#log(`  ${fmtRate(r.committedPerSec)} committed/s (bare, one vCPU: ${fmtRate(bare)}), pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
+      } catch (e) {
+        this.error(what, e);
+      }
+      result[`v${vcpus}`] = row;
+    }
+    return result;
+  }
+
+  #checkpointBench(): CheckpointBench | null {
     try {
       // Loaded only now: the checkpoint engine (its transport, replica process) is a separate
       // part of the library, and a failure to load it leaves the other figures standing.
-      bench = require('../lib/checkpoint/bench') as CheckpointBench;
+      return require('../lib/checkpoint/bench') as CheckpointBench;
     } catch (e) {
       this.error('checkpoint', e);
       return null;
     }
+  }
+
+  async #checkpoints(plan: Plan, configs: { key: string; k: number; guestGiB: number }[]): Promise<Record<string, CheckpointFigures> | null> {
+    const bench = this.#checkpointBench();
+    if (!bench) return null;
     const result: Record<string, CheckpointFigures> = {};
     for (const { key, k, guestGiB } of configs) {
       const figures: CheckpointFigures = { ring: null, bitmap: null };
@@ -346,6 +401,7 @@ class Runner {
           figures[`${mode}PauseP50Us`] = r.pauseP50Us;
           figures[`${mode}PauseP99Us`] = r.pauseP99Us;
           figures[`${mode}Efficiency`] = ratio(r.committedPerSec, figures[`${mode}Bare`] ?? null);
+          figures[mode === 'ring' ? 'bytesPerEpoch' : 'bitmapBytesPerEpoch'] = r.bytesPerEpoch;
           this.#log(`  ${fmtRate(r.committedPerSec)} committed/s (bare ${fmtRate(figures[`${mode}Bare`] ?? null)}, ${fmtNum(figures[`${mode}Efficiency`] ?? null)}), pause p50 ${fmtNum(r.pauseP50Us)} µs, p99 ${fmtNum(r.pauseP99Us)} µs`);
         } catch (e) {
           this.error(what, e);
@@ -409,12 +465,15 @@ async function main(): Promise<void> {
     .option('--quick', 'a short run (fewer, shorter repeats)')
     .option('--json', 'print only the results object (progress still goes to stderr)')
     .option('--markdown', 'print the tables as Markdown (for the README)')
-    .option('--out <file>', 'results file', 'bench/results.json')
+    .option('--out <file>', 'results file (default bench/results.json; with --only, none unless given)')
     .option('--chart <file>', 'SVG chart file', 'docs/harvest-vs-guest-size.svg')
     .option('--quiet', 'no progress on stderr')
     .option('--report <file>', 'measure nothing: print the report of a results file written before')
+    .option('--only <section>', 'measure one section: checkpoint (the checkpoint engine\'s tables alone, a short look while developing)')
     .parse();
-  const opts = program.opts<{ quick?: boolean; json?: boolean; markdown?: boolean; out: string; chart: string; quiet?: boolean; report?: string }>();
+  const opts = program.opts<{ quick?: boolean; json?: boolean; markdown?: boolean; out?: string; chart: string; quiet?: boolean; report?: string; only?: string }>();
+  if (opts.only !== undefined && opts.only !== 'checkpoint') throw new Error(`--only takes 'checkpoint', got ${JSON.stringify(opts.only)}`);
+  const all = opts.only === undefined;
   const root = packageRoot();
   type Results = BenchResults & { dirtyRate?: DirtyRateBench; migration?: MigrationBench };
   const print = (results: Results): void => {
@@ -433,16 +492,18 @@ async function main(): Promise<void> {
 
   const runner = new Runner(log, new Reference(root));
   runner.prepare();
-  const epochLoopResults = runner.epochLoops(plan);
-  const harvestPerEntryNs = runner.harvestPerEntry(plan);
-  const harvestPerEpochNs = runner.harvestVsSize(plan);
-  const harvestHeap = runner.heap();
-  const vcpu = await runner.vcpu(plan);
-  const emulatorEventsPerSec = runner.emulator(plan);
+  const epochLoopResults = all ? runner.epochLoops(plan) : {};
+  const harvestPerEntryNs = all ? runner.harvestPerEntry(plan) : { node: null, c: null, ratio: null, nodeAtomics: null, nodeAtomicsRatio: null, entries: 0, batch: null };
+  const harvestPerEpochNs = all ? runner.harvestVsSize(plan) : {};
+  const harvestHeap = all ? runner.heap() : {};
+  const vcpu = all ? await runner.vcpu(plan) : undefined;
+  const emulatorEventsPerSec = all ? runner.emulator(plan) : null;
   const checkpoint = await runner.checkpoint(plan);
   const checkpointBySize = await runner.checkpointBySize(plan);
-  const dirtyRate = await benchDirtyRate(opts.quick ? DIRTYRATE_QUICK : DIRTYRATE_FULL, log, (what, e) => runner.error(what, e));
-  const migration = await benchMigration(opts.quick ? MIGRATION_QUICK : MIGRATION_FULL, log, (what, e) => runner.error(what, e));
+  const checkpointByVcpus = await runner.checkpointByVcpus(plan);
+  const checkpointProfile = await runner.checkpointProfile(plan);
+  const dirtyRate = all ? await benchDirtyRate(opts.quick ? DIRTYRATE_QUICK : DIRTYRATE_FULL, log, (what, e) => runner.error(what, e)) : undefined;
+  const migration = all ? await benchMigration(opts.quick ? MIGRATION_QUICK : MIGRATION_FULL, log, (what, e) => runner.error(what, e)) : undefined;
 
   const ringVsBitmap: Record<string, number | null> = {};
   const ringVsBitmapC: Record<string, number | null> = {};
@@ -464,14 +525,21 @@ async function main(): Promise<void> {
     checkpointBySize,
     checkpointEfficiency: efficiencyOf(checkpoint),
     checkpointEfficiencyBySize: efficiencyOf(checkpointBySize),
+    checkpointByVcpus,
+    checkpointProfile,
     errors: runner.errors,
     host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
   };
   const results = { ...partial, targets: evaluateTargets(partial), dirtyRate, migration };
 
-  const outFile = path.resolve(root, opts.out);
-  fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  fs.writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);
+  // a partial run (--only) leaves the full run's results file alone
+  const out = opts.out ?? (all ? 'bench/results.json' : undefined);
+  if (out !== undefined) {
+    const outFile = path.resolve(root, out);
+    fs.mkdirSync(path.dirname(outFile), { recursive: true });
+    fs.writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);
+    log(`wrote ${path.relative(root, outFile)}`);
+  }
   const points = chartPoints(harvestPerEpochNs);
   if (points.length > 0) {
     const host = results.host as { cpu: string | null; cores: number; kvm: { description?: string } | null; node: string; kernel: string };
@@ -479,7 +547,7 @@ async function main(): Promise<void> {
     const chartFile = path.resolve(root, opts.chart);
     fs.mkdirSync(path.dirname(chartFile), { recursive: true });
     fs.writeFileSync(chartFile, await renderSvg(harvestChartSpec(points, { pagesPerEpoch: SIZE_K, machine })));
-    log(`wrote ${path.relative(root, outFile)} and ${path.relative(root, chartFile)}`);
+    log(`wrote ${path.relative(root, chartFile)}`);
   }
   print(results);
 }

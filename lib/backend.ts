@@ -207,6 +207,13 @@ export interface BackendVm {
   clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void;
   /** KVM_RESET_DIRTY_RINGS, retried on EINTR; returns the number of entries reset. */
   resetDirtyRings(): number;
+  /**
+   * Every listed vCPU's ring in one call (vCPUs of this VM, each with a ring, checked by the
+   * public layer): vCPU i's DIRTY entries from free-running index fetch[i] on, in order, after
+   * those of vCPU i - 1, as BackendVcpu.harvestRing collects them (at most one lap of each ring,
+   * never past the output from `start`); counts[i] = entries taken from ring i. Returns the total.
+   */
+  harvestRings(vcpus: readonly BackendVcpu[], fetch: Float64Array, slots: Uint32Array, offsets: Float64Array, start: number, counts: Uint32Array): number;
   /** KVM_SET_DEVICE_ATTR on the VM fd; `value` (u64) is passed through attr.addr when given. */
   setDeviceAttr(group: number, attr: number, value?: bigint): void;
   /** KVM_GET_DEVICE_ATTR on the VM fd, reading a u64 through attr.addr. */

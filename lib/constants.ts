@@ -546,6 +546,21 @@ export enum MemFlag {
   ReadOnly = 2,
 }
 
+/** kvm_run.kvm_valid_regs / kvm_dirty_regs bits on x86 (KVM_SYNC_X86_*), offered as KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS). */
+export enum SyncRegs {
+  /** KVM_SYNC_X86_REGS: struct kvm_regs at kvm_run.s.regs */
+  X86Regs = 1,
+  /** KVM_SYNC_X86_SREGS */
+  X86Sregs = 2,
+  /** KVM_SYNC_X86_EVENTS */
+  X86Events = 4,
+}
+
+/** Byte offsets in struct kvm_run: kvm_valid_regs, kvm_dirty_regs (u64 each), and s.regs (struct kvm_sync_regs; x86: kvm_regs first). */
+export const RUN_VALID_REGS = 288;
+export const RUN_DIRTY_REGS = 296;
+export const RUN_SYNC_REGS = 304;
+
 /** struct kvm_dirty_gfn.flags (KVM_DIRTY_GFN_F_*). */
 export const DIRTY_GFN_F_DIRTY = 1;
 export const DIRTY_GFN_F_RESET = 2;

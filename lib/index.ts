@@ -41,6 +41,6 @@ export { DirtyPages } from './dirty-pages';
 export { DirtyBitmap } from './bitmap';
 export { Workload, FIRST_WORKLOAD_PAGE, WORKLOAD_PAGE_LIMIT } from './workload';
 export { KvmError, isKvmError } from './errors';
-export { Cap, ExitReason, MemFlag, PAGE_SIZE, type Arch } from './constants';
+export { Cap, ExitReason, MemFlag, PAGE_SIZE, SyncRegs, type Arch } from './constants';
 export type { HostInfo, CpuInfo, Regs, Sregs, Segment, DTable, IoExit, MmioExit, WorkloadSpec, EmulatorHooks } from './backend';
 export { EssaOrc, S390ProgramInterruption } from './emulator/cmma';

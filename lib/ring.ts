@@ -11,6 +11,31 @@ const U32_PER_ENTRY = DIRTY_GFN_SIZE / 4;
 const BATCH_MIN = 48;
 
 /**
+ * The ring protocol in JavaScript, as native/ring.cc's HarvestDirtyGfns: from free-running
+ * index `fetch` of the struct kvm_dirty_gfn array `u32` (as u32 words), collects up to `max`
+ * entries while their flags are exactly DIRTY into slots[start + i] / offsets[start + i], each
+ * read with an acquire load of its flags and handed back with a release store of RESET.
+ * Returns the count. (The emulator's batch harvest runs it on its rings.)
+ */
+export function harvestGfns(u32: Uint32Array, fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number): number {
+  const mask = u32.length / U32_PER_ENTRY - 1;
+  let at = start;
+  let n = 0;
+  while (n < max) {
+    const e = ((fetch + n) & mask) * U32_PER_ENTRY;
+    // Acquire: slot and offset are valid once the kernel's flags store is seen (it wrote them before, smp_wmb()).
+    if (Atomics.load(u32, e) !== DIRTY_GFN_F_DIRTY) break;
+    slots[at] = u32[e + 1];
+    offsets[at] = u32[e + 2] + u32[e + 3] * 0x1_0000_0000;
+    // Release: the kernel may reuse the entry only after our reads of it.
+    Atomics.store(u32, e, DIRTY_GFN_F_RESET);
+    at++;
+    n++;
+  }
+  return n;
+}
+
+/**
  * One vCPU's dirty ring: struct kvm_dirty_gfn { u32 flags; u32 slot; u64 offset }[entries],
  * shared with the kernel (or the emulator). Entries go 0 -> DIRTY (the kernel pushed a page)
  * -> RESET (we collected it) -> 0 (KVM_RESET_DIRTY_RINGS re-protected the page).
@@ -71,6 +96,36 @@ export class DirtyRing {
     return n;
   }
 
+  /**
+   * Collects every ring's DIRTY entries into `out`, ring after ring, in JavaScript (this
+   * class's Atomics loop): what vm.harvestDirtyRings() does in one backend call, and the
+   * reference that call is tested against. counts[i] = entries taken from rings[i] (at most
+   * one lap of it, never past `out`'s capacity). Returns the total.
+   */
+  static harvestAll(rings: readonly DirtyRing[], out: DirtyPages, counts: Uint32Array): number {
+    checkInstance('out', out, DirtyPages, 'a DirtyPages');
+    checkInstance('counts', counts, Uint32Array, 'a Uint32Array');
+    if (counts.length < rings.length) throw new RangeError(`counts has ${counts.length} elements for ${rings.length} rings`);
+    rings.forEach((r, i) => {
+      checkInstance(`rings[${i}]`, r, DirtyRing, 'a DirtyRing');
+      if (r.#closed) fail('EBADF', undefined, `the vCPU of rings[${i}] is closed`);
+    });
+    let total = 0;
+    rings.forEach((r, i) => {
+      const n = harvestGfns(r.#u32, r.#fetch, Math.min(r.entries, out.capacity - out.length), out.slots, out.offsets, out.length);
+      r.#fetch = (r.#fetch + n) >>> 0;
+      out.length += n;
+      counts[i] = n;
+      total += n;
+    });
+    return total;
+  }
+
+  /** @internal a batch of the VM's harvest (vm.harvestDirtyRings) took `n` entries from the fetch index on. */
+  _advance(n: number): void {
+    this.#fetch = (this.#fetch + n) >>> 0;
+  }
+
   /** Entries ready to collect from the fetch index on, without collecting them. */
   pending(): number {
     if (this.#closed) fail('EBADF', undefined, 'the vCPU of this dirty ring is closed');
@@ -104,24 +159,7 @@ export class DirtyRing {
   }
 
   #harvestAtomics(out: DirtyPages, limit: number): number {
-    const u32 = this.#u32;
-    const mask = this.entries - 1;
-    const slots = out.slots;
-    const offsets = out.offsets;
-    let at = out.length;
-    let n = 0;
-    while (n < limit) {
-      const e = ((this.#fetch + n) & mask) * U32_PER_ENTRY;
-      // Acquire: slot and offset are valid once the kernel's flags store is seen (it wrote them before, smp_wmb()).
-      if (Atomics.load(u32, e) !== DIRTY_GFN_F_DIRTY) break;
-      slots[at] = u32[e + 1];
-      offsets[at] = u32[e + 2] + u32[e + 3] * 0x1_0000_0000;
-      // Release: the kernel may reuse the entry only after our reads of it.
-      Atomics.store(u32, e, DIRTY_GFN_F_RESET);
-      at++;
-      n++;
-    }
-    return n;
+    return harvestGfns(this.#u32, this.#fetch, limit, out.slots, out.offsets, out.length);
   }
 
   /** @internal the vCPU closed (its backend detached the buffer): every later call is EBADF. */

@@ -1,6 +1,6 @@
 import './dispose';
 import type { BackendVcpu, DTable, ExitInfo, Regs, Segment, Sregs } from './backend';
-import { Cap, ExitReason } from './constants';
+import { Cap, ExitReason, RUN_SYNC_REGS, RUN_VALID_REGS, SyncRegs } from './constants';
 import { fail, KvmError, Errno } from './errors';
 import { placeImage, type ImageOptions, type ImageSlot, type LoadedImage } from './guest/image';
 import { HARNESS_SIZE, IMAGE_MIN_MAP_BYTES, imageSregs, installGdt, installHarness, MAX_MAP_BYTES } from './guest/x86';
@@ -11,6 +11,7 @@ import {
   decodeFpu,
   decodeLapic,
   decodeMsrs,
+  decodeRegs,
   decodeVcpuEvents,
   decodeXcrs,
   decodeXsave,
@@ -27,6 +28,7 @@ import {
   LAPIC_SIZE,
   MAX_CPUID_ENTRIES,
   MAX_IO_MSRS,
+  REGS_SIZE,
   msrsFor,
   VCPU_EVENTS_SIZE,
   XCRS_SIZE,
@@ -135,6 +137,8 @@ export class Vcpu {
   readonly #xsaveGet: string;
   /** runAsync() promises not settled yet */
   #inFlight = 0;
+  /** a KVM_RUN returned since setSyncRegs(): kvm_run.s.regs holds what it stored */
+  #syncedSince = false;
   /** What getState() collects, found on first use (the MSR filter asks the kernel). */
   #plan: { skipped: Partial<Record<VcpuStatePiece, string>>; msrIndices: Uint32Array } | undefined;
 
@@ -178,7 +182,9 @@ export class Vcpu {
   /** KVM_RUN, synchronously: returns at the guest's next exit. A kick makes it return ExitReason.Intr. */
   run(): Exit {
     this.#live('KVM_RUN');
-    return this._handle.run();
+    const exit = this._handle.run();
+    this.#syncedSince = true;
+    return exit;
   }
 
   /** KVM_RUN on the vCPU's own thread; the event loop keeps running meanwhile. */
@@ -187,10 +193,45 @@ export class Vcpu {
     const run = this._handle.runAsync();
     this.#inFlight++;
     try {
-      return await run;
+      const exit = await run;
+      this.#syncedSince = true;
+      return exit;
     } finally {
       this.#inFlight--;
     }
+  }
+
+  /**
+   * KVM_CAP_SYNC_REGS: sets kvm_run.kvm_valid_regs, the registers (SyncRegs bits) the kernel
+   * stores into kvm_run at the end of every KVM_RUN, so that reading them costs no ioctl
+   * (getSyncedRegs()). 0 turns it off. RangeError for a bit that this VM's
+   * KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS) does not offer (KVM_RUN would fail with EINVAL).
+   */
+  setSyncRegs(fields: number): void {
+    this.#live(undefined);
+    if (this.#inFlight > 0) fail('EBUSY', 'KVM_RUN', 'runAsync() is in flight');
+    checkUint('fields', fields, 0xffff_ffff);
+    const offered = this.#host.checkExtension(Cap.SyncRegs);
+    if ((fields & ~offered) !== 0) throw new RangeError(`sync regs 0x${fields.toString(16)}: KVM_CAP_SYNC_REGS offers 0x${offered.toString(16)}`);
+    const run = new DataView(this._handle.runBuffer);
+    run.setUint32(RUN_VALID_REGS, fields, true);
+    run.setUint32(RUN_VALID_REGS + 4, 0, true);
+    this.#syncedSince = false;
+  }
+
+  /**
+   * The general registers as KVM stored them in kvm_run.s.regs when the last KVM_RUN ended
+   * (KVM_GET_REGS's answer at that moment, without the ioctl). Needs SyncRegs.X86Regs set
+   * (setSyncRegs) and a KVM_RUN returned since: RangeError otherwise; EBUSY while runAsync()
+   * is in flight (the kernel may be writing them).
+   */
+  getSyncedRegs(): Regs {
+    this.#live(undefined);
+    if (this.#inFlight > 0) fail('EBUSY', 'KVM_RUN', 'runAsync() is in flight');
+    const buf = this._handle.runBuffer;
+    if ((new DataView(buf).getUint32(RUN_VALID_REGS, true) & SyncRegs.X86Regs) === 0) throw new RangeError('kvm_run.kvm_valid_regs lacks SyncRegs.X86Regs (setSyncRegs)');
+    if (!this.#syncedSince) throw new RangeError('no KVM_RUN has returned since setSyncRegs(): kvm_run.s.regs holds nothing yet');
+    return decodeRegs(new Uint8Array(buf, RUN_SYNC_REGS, REGS_SIZE));
   }
 
   /** Makes a running vCPU return promptly with ExitReason.Intr (or the next run, if none is running). */

@@ -33,6 +33,7 @@ import {
   type PicState,
   type PitState2,
 } from './kvm-structs';
+import { DirtyPages } from './dirty-pages';
 import { GuestMemory } from './memory';
 import { checkBool, checkInstance, checkObject, checkU64, checkUint } from './validate';
 import { Vcpu, type VcpuHost } from './vcpu';
@@ -91,6 +92,8 @@ export class Vm {
   /** @internal */
   readonly _handle: BackendVm;
   readonly #vcpus = new Set<Vcpu>();
+  /** harvestDirtyRings(): the rings' fetch indexes, handed to the backend */
+  #fetch = new Float64Array(0);
   readonly #memories = new Set<GuestMemory>();
   readonly #slots = new Map<number, SlotInfo>();
   readonly #onClose: (vm: Vm) => void;
@@ -254,6 +257,35 @@ export class Vm {
   resetDirtyRings(): number {
     this.#live('KVM_RESET_DIRTY_RINGS');
     return this._handle.resetDirtyRings();
+  }
+
+  /**
+   * Collects the dirty rings of `vcpus` (this VM's, each with a ring) in one backend call: as
+   * DirtyRing.harvestAll(vcpus' rings, out, counts), with the native backend's acquire/release
+   * loop over all the rings in C++ (a checkpoint's collection is then one call per epoch,
+   * whatever the number of vCPUs). Each ring's fetch index advances by what it gave;
+   * counts[i] = entries taken from vcpus[i]'s ring. Returns the total. Call resetDirtyRings()
+   * afterwards, as after harvest().
+   */
+  harvestDirtyRings(vcpus: readonly Vcpu[], out: DirtyPages, counts: Uint32Array): number {
+    this.#live(undefined);
+    if (!Array.isArray(vcpus)) throw new TypeError('vcpus must be an array of this VM\'s vCPUs');
+    checkInstance('out', out, DirtyPages, 'a DirtyPages');
+    checkInstance('counts', counts, Uint32Array, 'a Uint32Array');
+    if (counts.length < vcpus.length) throw new RangeError(`counts has ${counts.length} elements for ${vcpus.length} vCPUs`);
+    if (this.#fetch.length < vcpus.length) this.#fetch = new Float64Array(vcpus.length);
+    const rings = vcpus.map((v, i) => {
+      if (v instanceof Vcpu && v.closed) fail('EBADF', undefined, `vcpus[${i}] is closed`);
+      if (!this.#vcpus.has(v)) throw new TypeError(`vcpus[${i}] is not a vCPU of this VM`);
+      const ring = v.dirtyRing;
+      if (!ring) throw new TypeError(`vcpus[${i}] has no dirty ring (enable it before creating the vCPUs)`);
+      this.#fetch[i] = ring.fetchIndex;
+      return ring;
+    });
+    const total = this._handle.harvestRings(vcpus.map((v) => v._handle), this.#fetch, out.slots, out.offsets, out.length, counts);
+    rings.forEach((r, i) => r._advance(counts[i]));
+    out.length += total;
+    return total;
   }
 
   /** s390: KVM_S390_VM_MEM_ENABLE_CMMA (before any vCPU). */

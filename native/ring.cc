@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <vector>
 
 #include "errors.h"
 #include "uapi.h"
@@ -54,4 +55,53 @@ Napi::Value Vcpu::HarvestRing(const Napi::CallbackInfo& info) {
   uint32_t n = HarvestDirtyGfns(static_cast<kvm_dirty_gfn*>(ring_->addr()), entries, static_cast<uint64_t>(fetch), limit,
                                 slots.Data() + first, offsets.Data() + first);
   return Napi::Number::New(env, n);
+}
+
+Vcpu* Vcpu::From(Napi::Env env, const Napi::Value& value) {
+  Napi::FunctionReference& ctor = AddonData::Of(env)->vcpuCtor;
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(ctor.Value())) {
+    throw Napi::TypeError::New(env, "harvestRings: expected vCPUs created by this VM's createVcpu()");
+  }
+  return Unwrap(value.As<Napi::Object>());
+}
+
+// harvestRings(vcpus, fetch: Float64Array, slots: Uint32Array, offsets: Float64Array, start, counts: Uint32Array) -> total
+// Every ring of a VM in one call (a checkpoint collects all of them each epoch): vCPU i's DIRTY
+// entries from its fetch index fetch[i], after those of vCPU i - 1, each ring at most one lap
+// and all of them never past the output; counts[i] = the entries taken from ring i. The fetch
+// indexes stay in JS (lib/ring.ts), which advances them by counts.
+Napi::Value Vm::HarvestRings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env, nullptr);
+  Napi::Array vcpus = info[0].As<Napi::Array>();
+  Napi::Float64Array fetch = info[1].As<Napi::Float64Array>();
+  Napi::Uint32Array slots = info[2].As<Napi::Uint32Array>();
+  Napi::Float64Array offsets = info[3].As<Napi::Float64Array>();
+  double start = info[4].As<Napi::Number>().DoubleValue();
+  Napi::Uint32Array counts = info[5].As<Napi::Uint32Array>();
+  uint32_t n = vcpus.Length();
+  size_t room = std::min(slots.ElementLength(), offsets.ElementLength());
+  if (fetch.ElementLength() < n || counts.ElementLength() < n || !(start >= 0) || start > static_cast<double>(room)) {
+    throw Napi::RangeError::New(env, "harvestRings: fetch and counts need an element per vCPU, start must lie within the output");
+  }
+  // Checked before anything is collected: a harvest either takes every ring's entries or none.
+  std::vector<Vcpu*> v(n);
+  for (uint32_t i = 0; i < n; i++) {
+    v[i] = Vcpu::From(env, vcpus.Get(i));
+    if (v[i]->closed()) ThrowKvmError(env, EBADF, nullptr, "a vCPU of harvestRings() is closed");
+    if (v[i]->vmState() != state_.get()) throw Napi::TypeError::New(env, "harvestRings: a vCPU of another VM");
+    if (!v[i]->ring()) throw Napi::TypeError::New(env, "harvestRings: a vCPU without a dirty ring");
+    if (!(fetch[i] >= 0)) throw Napi::RangeError::New(env, "harvestRings: fetch indexes must be non-negative");
+  }
+  size_t at = static_cast<size_t>(start);
+  for (uint32_t i = 0; i < n; i++) {
+    Mapping* ring = v[i]->ring();
+    uint32_t entries = static_cast<uint32_t>(ring->size() / sizeof(kvm_dirty_gfn));
+    uint32_t limit = static_cast<uint32_t>(std::min<size_t>(room - at, entries));
+    uint32_t got = HarvestDirtyGfns(static_cast<kvm_dirty_gfn*>(ring->addr()), entries, static_cast<uint64_t>(fetch[i]), limit,
+                                    slots.Data() + at, offsets.Data() + at);
+    counts[i] = got;
+    at += got;
+  }
+  return Napi::Number::New(env, static_cast<double>(at - static_cast<size_t>(start)));
 }

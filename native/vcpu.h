@@ -84,6 +84,12 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   Kind kind() const override { return Kind::Vcpu; }
   void CloseHandles() override;
 
+  // The vCPU behind a JS value (TypeError if it is not one); for Vm::HarvestRings (ring.cc).
+  static Vcpu* From(Napi::Env env, const Napi::Value& value);
+  bool closed() const { return closed_; }
+  const VmState* vmState() const { return vm_.get(); }
+  Mapping* ring() const { return ring_.get(); }
+
  private:
   static void DeliverResult(Napi::Env env, Napi::Function, Vcpu* self, RunResult* result);
   using RunTsfn = Napi::TypedThreadSafeFunction<Vcpu, RunResult, &Vcpu::DeliverResult>;

@@ -60,6 +60,7 @@ Napi::Function Vm::Define(Napi::Env env) {
                          InstanceMethod<&Vm::GetDirtyLog>("getDirtyLog"),
                          InstanceMethod<&Vm::ClearDirtyLog>("clearDirtyLog"),
                          InstanceMethod<&Vm::ResetDirtyRings>("resetDirtyRings"),
+                         InstanceMethod<&Vm::HarvestRings>("harvestRings"),
                          InstanceMethod<&Vm::SetDeviceAttr>("setDeviceAttr"),
                          InstanceMethod<&Vm::GetDeviceAttr>("getDeviceAttr"),
                          InstanceMethod<&Vm::HasDeviceAttr>("hasDeviceAttr"),

@@ -60,6 +60,7 @@ class Vm : public Napi::ObjectWrap<Vm>, public Closable {
   Napi::Value GetDirtyLog(const Napi::CallbackInfo& info);
   Napi::Value ClearDirtyLog(const Napi::CallbackInfo& info);
   Napi::Value ResetDirtyRings(const Napi::CallbackInfo& info);
+  Napi::Value HarvestRings(const Napi::CallbackInfo& info);  // ring.cc
   Napi::Value SetDeviceAttr(const Napi::CallbackInfo& info);
   Napi::Value GetDeviceAttr(const Napi::CallbackInfo& info);
   Napi::Value HasDeviceAttr(const Napi::CallbackInfo& info);

@@ -97,16 +97,36 @@ describe('formatReport', () => {
 
   test('checkpoint figures by K and by guest size', () => {
     const r = results();
-    r.checkpoint = { k64: { ring: 2600, bitmap: 2500, ringPauseP50Us: 70, ringPauseP99Us: 400, bitmapPauseP50Us: 80, bitmapPauseP99Us: 500, ringBare: 4000, ringEfficiency: 0.65, bitmapBare: 3125, bitmapEfficiency: 0.8 } };
+    r.checkpoint = { k64: { ring: 2600, bitmap: 2500, ringPauseP50Us: 70, ringPauseP99Us: 400, bitmapPauseP50Us: 80, bitmapPauseP99Us: 500, ringBare: 4000, ringEfficiency: 0.65, bitmapBare: 3125, bitmapEfficiency: 0.8, bytesPerEpoch: 2010 } };
     r.checkpointBySize = { '64': { ring: 2700, bitmap: 750, ringPauseP50Us: 71, ringPauseP99Us: 390, bitmapPauseP50Us: 846, bitmapPauseP99Us: 1401 } };
     const text = formatReport({ ...r, targets: evaluateTargets(r) });
-    expect(text).toMatch(/^64\s+2,600\s+4,000\s+0\.65\s+2,500\s+3,125\s+0\.8\s+70 \/ 400\s+80 \/ 500$/m);
+    expect(text).toMatch(/^64\s+2,600\s+4,000\s+0\.65\s+2,500\s+3,125\s+0\.8\s+70 \/ 400\s+80 \/ 500\s+2,010$/m);
     expect(text).toContain('Checkpoint engine by guest size, K = 64');
     // a run without the bare loop's figures shows dashes there
-    expect(text).toMatch(/^64 GiB\s+2,700\s+-\s+-\s+750\s+-\s+-\s+71 \/ 390\s+846 \/ 1,401$/m);
+    expect(text).toMatch(/^64 GiB\s+2,700\s+-\s+-\s+750\s+-\s+-\s+71 \/ 390\s+846 \/ 1,401\s+-$/m);
     expect(efficiencyOf(r.checkpoint)).toEqual({ k64: { ring: 0.65, bitmap: 0.8 } });
     expect(efficiencyOf(r.checkpointBySize)).toEqual({ '64': { ring: null, bitmap: null } });
     expect(efficiencyOf(null)).toBeNull();
+    const t = evaluateTargets({ ...r, checkpointEfficiency: efficiencyOf(r.checkpoint) });
+    expect(t.checkpointK64).toMatchObject({ value: 0.65, op: '>=', bound: 0.8, met: false });
+    expect(t.checkpointK256.met).toBeNull();
+  });
+
+  test('checkpoint figures by vCPU count, and where an epoch\'s time goes', () => {
+    const r = results();
+    r.checkpointByVcpus = {
+      v1: { vcpus: 1, k: 64, committed: 2000, bare: 3000, efficiency: 2 / 3, pauseP50Us: 60, pauseP99Us: 300, bytesPerEpoch: 2000 },
+      v4: { vcpus: 4, k: 64, committed: 500, bare: 3000, efficiency: 1 / 6, pauseP50Us: 150, pauseP99Us: 900, bytesPerEpoch: 8100 },
+    };
+    r.checkpointProfile = {
+      k64: { committedPerSec: 2000, phasesUs: { run: 300, completeIo: 10, collect: 8, registers: 5, copy: 20, resume: 3, pause: 46, encode: 120, write: 30, ack: 900 }, cpuUs: { main: 250, vcpu: 300, other: 40, replica: 200, wall: 500 } },
+      k16: null,
+    };
+    const text = formatReport({ ...r, targets: evaluateTargets(r) });
+    expect(text).toMatch(/^1\s+64\s+2,000\s+3,000\s+0\.667\s+60 \/ 300\s+2,000$/m);
+    expect(text).toMatch(/^4\s+64\s+500\s+3,000\s+0\.167\s+150 \/ 900\s+8,100$/m);
+    expect(text).toMatch(/^64\s+2,000\s+300\s+10\s+8\s+5\s+20\s+3\s+46\s+120\s+30\s+900\s+250\s+300\s+40\s+200\s+500$/m);
+    expect(text).not.toMatch(/^16\s+-/m);
   });
 
   test('vCPU round trips in µs, C only where it was measured', () => {

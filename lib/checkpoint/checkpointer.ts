@@ -16,7 +16,7 @@
 //
 // Epoch 0 is the base image: every non-zero page of every slot (the replica starts zeroed).
 
-import { ExitReason } from '../constants';
+import { Cap, ExitReason, SyncRegs } from '../constants';
 import type { Vcpu } from '../vcpu';
 import type { Machine } from './machine';
 import { captureState, describeMachine, forEachNonZeroPage, writesPerRun } from './machine';
@@ -24,6 +24,7 @@ import { OutputCommit } from './output';
 import { packOutput, type VcpuRegs } from './records';
 import type { LeaseTag } from './lease-frame';
 import { encodeStatePayload } from './state-frame';
+import type { EpochProfile, ProfilePhase } from './profile';
 import { DirtyTracker, type PageSet } from './tracker';
 import { StreamWriter, type SlotSource, type StreamWriterOptions } from './writer';
 
@@ -77,6 +78,8 @@ export interface CheckpointerOptions {
   lease?: LeaseTag;
   /** awaited, with the guest paused, before each epoch runs when it returns a promise (a fenced primary waits for its lease) */
   beforeEpoch?: () => Promise<void> | undefined;
+  /** records where each epoch's time goes (profile.ts); off (and free) without one */
+  profile?: EpochProfile;
 }
 
 export interface EpochInfo {
@@ -105,6 +108,8 @@ export interface CheckpointStats {
   pauseP99Us: number;
   pauseMaxUs: number;
   bytes: number;
+  /** stream bytes per epoch after the base (the Header, Lease and base epoch are not counted) */
+  bytesPerEpoch: number;
   outputs: number;
   basePages: number;
   /** epochs sent as a full copy of the logged slots because a ring was found completely full */
@@ -128,7 +133,7 @@ const PAUSE_SAMPLES = 1 << 20;
 export class Checkpointer {
   readonly machine: Machine;
   readonly writer: StreamWriter;
-  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink' | 'carried' | 'lease' | 'beforeEpoch' | 'delta'>> & CheckpointerOptions;
+  readonly #o: Required<Omit<CheckpointerOptions, 'outputs' | 'onEpoch' | 'machine' | 'sink' | 'carried' | 'lease' | 'beforeEpoch' | 'delta' | 'profile'>> & CheckpointerOptions;
   readonly #tracker: DirtyTracker;
   readonly #set: PageSet;
   readonly #slots: SlotSource[];
@@ -150,11 +155,17 @@ export class Checkpointer {
   #pages = 0;
   #bytes = 0;
   #basePages = 0;
+  #baseBytes = 0;
   #baseMs = 0;
   #kickTimer: NodeJS.Timeout | null = null;
   /** the vCPU whose exit the devices are handling (their output is its) */
   #current: VcpuState | null = null;
   #guestResult: number | null = null;
+  readonly #prof: EpochProfile | null;
+  readonly #syncRegs: boolean;
+  /** when the running epoch's vCPUs were handed back, and when the last epoch's copy ended (profile only) */
+  #resumedAt = 0;
+  #copiedAt = 0;
 
   constructor(options: CheckpointerOptions) {
     const m = options.machine;
@@ -178,9 +189,13 @@ export class Checkpointer {
     this.#set = this.#tracker.newPageSet();
     this.#slots = m.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
     this.#vcpus = m.vcpus.map((vcpu) => ({ vcpu, lastExit: -1, outputs: 0 }));
+    // KVM stores each vCPU's registers in kvm_run as its KVM_RUN ends: no KVM_GET_REGS per epoch
+    this.#syncRegs = (m.vm.checkExtension(Cap.SyncRegs) & SyncRegs.X86Regs) !== 0;
+    if (this.#syncRegs) for (const v of m.vcpus) v.setSyncRegs(SyncRegs.X86Regs);
     this.#outputPorts = new Set(this.#o.outputPorts);
     this.#outputSeq = this.#o.outputSeq;
     this.#commit = options.outputs ?? new OutputCommit();
+    this.#prof = options.profile ?? null;
     const c = options.carried;
     if (c && (c.firstSeq + c.count !== this.#outputSeq || c.released < c.firstSeq || c.released > this.#outputSeq || c.packed.length < 2 * c.count)) {
       throw new RangeError(`carried outputs ${c.firstSeq}..${c.firstSeq + c.count - 1} (released up to ${c.released}) must end where outputSeq ${this.#outputSeq} starts`);
@@ -236,7 +251,9 @@ export class Checkpointer {
       this.#sendBase();
       // The figures (and `seconds`) count from here: the base copy is reported apart (baseMs).
       this.#baseMs = performance.now() - started;
+      this.#baseBytes = this.#bytes;
       started = performance.now();
+      this.#resumedAt = started;
       if (limits.seconds !== undefined) deadline = started + limits.seconds * 1000;
       // Epoch e's frame is checksummed and sent while epoch e + 1 runs: the guest is paused
       // only while its dirty pages are collected and copied.
@@ -244,7 +261,9 @@ export class Checkpointer {
       while (running) {
         const reason = await running;
         const pausedAt = performance.now();
+        this.#prof?.add('run', pausedAt - this.#resumedAt);
         this.#completePendingIo();
+        if (this.#prof) this.#lap('completeIo', pausedAt);
         // Taken even when the sink failed: the epoch's outputs are then held (outputSeq, and
         // the OutputCommit, count them), and a new stream from this guest carries them on.
         const buf = this.#checkpoint(reason, pausedAt);
@@ -302,6 +321,7 @@ export class Checkpointer {
       pauseP99Us: round1(q(0.99)),
       pauseMaxUs: round1(n ? sorted[n - 1] : 0),
       bytes: this.#bytes,
+      bytesPerEpoch: this.#epoch ? Math.round((this.#bytes - this.#baseBytes) / this.#epoch) : 0,
       outputs: this.#outputSeq - this.#o.outputSeq,
       basePages: this.#basePages,
       overfills: this.#tracker.overfills,
@@ -320,7 +340,7 @@ export class Checkpointer {
     set.clear();
     this.#tracker.collect(set);
     set.clear();
-    const regs = this.#regs();
+    const regs = this.#regs(false);
     // Reads only the pages the memory holds (dataRanges): the rest are zero, and reading them would allocate them.
     this.machine.slots.forEach((s, k) => forEachNonZeroPage(s, (p) => set.add(k, p)));
     this.#basePages = set.count;
@@ -329,6 +349,7 @@ export class Checkpointer {
     const buf = c
       ? this.writer.epoch(0, regs, c.packed, c.count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(0))
       : this.writer.epoch(0, regs, this.#outputs, 0, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(0));
+    this.#prof?.sent(0, performance.now());
     this.#send(this.writer.finish(buf), true);
     if (c) this.#commit.hold(0, c.released, c.packed.subarray(2 * (c.released - c.firstSeq)), this.#outputSeq - c.released);
     else this.#commit.hold(0, this.#outputSeq, this.#outputs, 0);
@@ -441,13 +462,18 @@ export class Checkpointer {
 
   #checkpoint(reason: EpochInfo['reason'], pausedAt: number): Buffer {
     const set = this.#set;
+    const prof = this.#prof;
+    let t = prof ? performance.now() : 0;
     set.clear();
     this.#tracker.collect(set);
+    if (prof) t = this.#lap('collect', t);
     const regs = this.#regs();
+    if (prof) t = this.#lap('registers', t);
     const epoch = ++this.#epoch;
     const count = this.#outputCount;
     this.#outputSeq += count;
     const buf = this.writer.epoch(epoch, regs, this.#outputs, count, set, this.#slots, this.#outputSeq, this.#commit.clientAcked, undefined, this.#state(epoch));
+    if (prof) this.#copiedAt = this.#lap('copy', t);
     this.#commit.hold(epoch, this.#outputSeq - count, this.#outputs, count);
     this.#inFlight++;
     this.#pages += set.count;
@@ -463,13 +489,29 @@ export class Checkpointer {
     return this.machine.fullState ? encodeStatePayload(epoch, captureState(this.machine)) : undefined;
   }
 
-  #regs(): VcpuRegs[] {
-    return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: s.vcpu.getRegs() }));
+  /** Every vCPU's registers; after a run, as KVM_RUN left them in kvm_run where the kernel has KVM_CAP_SYNC_REGS. */
+  #regs(afterRun = true): VcpuRegs[] {
+    const synced = afterRun && this.#syncRegs;
+    return this.#vcpus.map((s) => ({ id: s.vcpu.id, regs: synced ? s.vcpu.getSyncedRegs() : s.vcpu.getRegs() }));
   }
 
   /** Encodes (delta) and checksums the epoch's frames, with the guest running again, and sends them. */
   #sealAndSend(buf: Buffer): void {
-    this.#send(this.writer.finish(buf), true);
+    const prof = this.#prof;
+    if (!prof) return this.#send(this.writer.finish(buf), true);
+    const t = performance.now();
+    const sealed = this.writer.finish(buf);
+    const encoded = this.#lap('encode', t);
+    prof.sent(this.#epoch, encoded);
+    this.#send(sealed, true);
+    this.#lap('write', encoded);
+  }
+
+  /** Profile only: records the time since `since` as `phase`; returns now. */
+  #lap(phase: ProfilePhase, since: number): number {
+    const now = performance.now();
+    this.#prof!.add(phase, now - since);
+    return now;
   }
 
   #send(buf: Buffer, pooled: boolean): void {
@@ -478,7 +520,13 @@ export class Checkpointer {
   }
 
   #recordPause(pausedAt: number): void {
-    this.#pauses[this.#pauseCount++ % PAUSE_SAMPLES] = (performance.now() - pausedAt) * 1000;
+    const now = performance.now();
+    this.#pauses[this.#pauseCount++ % PAUSE_SAMPLES] = (now - pausedAt) * 1000;
+    this.#resumedAt = now;
+    if (this.#prof) {
+      this.#prof.add('resume', now - this.#copiedAt);
+      this.#prof.add('pause', now - pausedAt);
+    }
   }
 
   #onAck(epoch: number): void {
@@ -488,6 +536,7 @@ export class Checkpointer {
       return;
     }
     this.#inFlight -= epoch - this.#acked;
+    this.#prof?.acked(epoch, performance.now());
     this.#acked = epoch;
     this.#commit.ack(epoch);
     this.#wake();

@@ -214,9 +214,12 @@ export class ReplicaImage {
       case FrameType.Epoch:
         this.#stage(f, decodeEpoch(f, this.#layout!.pageSize));
         return null;
-      case FrameType.EpochDelta:
-        this.#stage(f, this.#decodeDelta(f));
+      case FrameType.EpochDelta: {
+        const part = this.#decodeDelta(f);
+        this.#stage(f, part);
+        this.#staged!.buffers.push(part.contents);
         return null;
+      }
       case FrameType.Commit:
         return this.#commit(f);
       case FrameType.StorageAttrs:
@@ -295,7 +298,9 @@ export class ReplicaImage {
   #decodeDelta(f: Frame): EpochPart {
     const ps = this.#layout!.pageSize;
     const d = decodeEpochDelta(f, ps);
-    const contents = Buffer.allocUnsafe(d.gfns.length * ps); // every page is written below
+    // every page is written below; pooled (released with the epoch's other buffers): a fresh
+    // buffer per epoch costs a page fault per page, more than the decoding itself
+    const contents = this.#pool.get(d.gfns.length * ps);
     for (let i = 0; i < d.gfns.length; i++) {
       const k = this.#slotOf(d.gfns[i]);
       if (k < 0) throw new StreamError('EFRAME', f.offset, `epoch ${d.epoch}: page ${d.gfns[i]} is in no memory slot`);

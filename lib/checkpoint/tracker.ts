@@ -73,6 +73,8 @@ export class DirtyTracker {
   readonly #m: Machine;
   readonly #rings: DirtyRing[];
   readonly #batch: DirtyPages | null;
+  /** entries each ring gave in the last collection */
+  readonly #counts: Uint32Array;
   /** kernel slot number -> index into machine.slots */
   readonly #slotIndex = new Map<number, number>();
   readonly #logged: { index: number; slot: number; pages: number; bitmap: DirtyBitmap }[];
@@ -94,12 +96,13 @@ export class DirtyTracker {
       .map((s, index) => ({ index, slot: s.layout.slot, pages: s.layout.size / 4096, logged: s.layout.logged }))
       .filter((s) => s.logged)
       .map((s) => ({ index: s.index, slot: s.slot, pages: s.pages, bitmap: new DirtyBitmap(s.pages) }));
+    this.#counts = new Uint32Array(machine.vcpus.length);
     if (machine.mode === 'ring') {
       this.#rings = machine.vcpus.map((v) => {
         if (!v.dirtyRing) throw new RangeError(`vCPU ${v.id} has no dirty ring (the ring must be enabled before the vCPUs are created)`);
         return v.dirtyRing;
       });
-      this.#batch = new DirtyPages(Math.max(...this.#rings.map((r) => r.entries)));
+      this.#batch = new DirtyPages(this.#rings.reduce((n, r) => n + r.entries, 0));
     } else {
       this.#rings = [];
       this.#batch = null;
@@ -146,32 +149,31 @@ export class DirtyTracker {
   }
 
   #collectRings(into: PageSet, batch: DirtyPages): void {
-    let entries = 0;
-    let overfilled = false;
-    for (const ring of this.#rings) {
+    let vcpus = this.#m.vcpus;
+    let rings = this.#rings;
+    if (this.#desynced.size > 0) {
       // Nothing pushed since the overfill: with every page re-protected then, nothing was written.
-      if (this.#desynced.has(ring)) {
-        if (ring.resync() < 0) continue;
-        this.#desynced.delete(ring);
+      for (const ring of this.#desynced) if (ring.resync() >= 0) this.#desynced.delete(ring);
+      vcpus = vcpus.filter((_, i) => !this.#desynced.has(this.#rings[i]));
+      rings = rings.filter((r) => !this.#desynced.has(r));
+    }
+    // Every ring in one call (the batch holds a full lap of each: one call always suffices).
+    batch.clear();
+    const entries = this.#m.vm.harvestDirtyRings(vcpus, batch, this.#counts);
+    let overfilled = false;
+    rings.forEach((ring, i) => {
+      // Every entry DIRTY: the kernel may have pushed past the ring's size and overwritten
+      // entries we never saw (a PVM host does when one run writes more pages than the ring
+      // holds: DESIGN §5). Nothing says which pages those were.
+      if (this.#counts[i] === ring.entries) {
+        overfilled = true;
+        this.#desynced.add(ring);
       }
-      for (let first = true; ; first = false) {
-        batch.clear();
-        const n = ring.harvest(batch);
-        entries += n;
-        // Every entry DIRTY: the kernel may have pushed past the ring's size and overwritten
-        // entries we never saw (a PVM host does when one run writes more pages than the ring
-        // holds: DESIGN §5). Nothing says which pages those were.
-        if (first && n === ring.entries) {
-          overfilled = true;
-          this.#desynced.add(ring);
-        }
-        for (let i = 0; i < n; i++) {
-          const k = this.#slotIndex.get(batch.slots[i]);
-          // An entry of a slot this machine does not know (deleted since) has nothing to copy.
-          if (k !== undefined) into.add(k, batch.offsets[i]);
-        }
-        if (n < batch.capacity) break;
-      }
+    });
+    for (let i = 0; i < entries; i++) {
+      const k = this.#slotIndex.get(batch.slots[i]);
+      // An entry of a slot this machine does not know (deleted since) has nothing to copy.
+      if (k !== undefined) into.add(k, batch.offsets[i]);
     }
     this.lastRingEntries = entries;
     this.lastOverfilled = overfilled;

@@ -3,7 +3,7 @@
 // §1-§2); the x86_64 limits are the ones measured on the development host (§18.2).
 
 import { availableParallelism } from 'node:os';
-import { Cap, DIRTY_GFN_SIZE, DIRTY_RING_MAX_ENTRIES, DIRTY_RING_RSVD_ENTRIES, PAGE_SIZE, type Arch } from '../constants';
+import { Cap, DIRTY_GFN_SIZE, DIRTY_RING_MAX_ENTRIES, DIRTY_RING_RSVD_ENTRIES, PAGE_SIZE, SyncRegs, type Arch } from '../constants';
 import { CLOCK_VALID_FLAGS } from './state';
 
 export interface Profile {
@@ -161,6 +161,9 @@ export function checkExtension(p: Profile, cap: number): number {
       return 1;
     case Cap.AdjustClock:
       return CLOCK_VALID_FLAGS;
+    // x86's general registers only (the model keeps no sregs or events in kvm_run)
+    case Cap.SyncRegs:
+      return p.arch === 'x86_64' ? SyncRegs.X86Regs : 0;
     default:
       return 0;
   }

@@ -20,7 +20,8 @@
 // the signal another thread would have sent.
 
 import type { BackendVcpu, ExitInfo, Regs, Segment, Sregs, WorkloadSpec } from '../backend';
-import { EXIT_IO_OUT, ExitReason, PAGE_SIZE } from '../constants';
+import { EXIT_IO_OUT, ExitReason, PAGE_SIZE, RUN_DIRTY_REGS, RUN_SYNC_REGS, RUN_VALID_REGS, SyncRegs } from '../constants';
+import { REGS_SIZE, decodeRegs, encodeRegs } from '../kvm-structs';
 import { Errno, KvmError, fail } from '../errors';
 import { Access, ModelCpu, R, REG_NAMES, Stop, runModel, type GuestBus } from '../guest/model';
 import { HARNESS_SIZE, MAX_MAP_BYTES, SPIN_CODE, SPIN_GPA, installHarness, longModeSregs, workloadRegs } from '../guest/x86';
@@ -150,6 +151,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   /** KVM_RUN steps 1-3 (see the top of the file); null when the guest may run. */
   #enter(): ExitInfo | null {
     const cpu = this.#cpu;
+    this.#syncRegsIn();
     this.#state.hasRun = true;
     cpu.completeUserspaceIo(this.#run.getUint32(RUN_UNION + 8, true), this.#run.getUint32(RUN_UNION + 12, true));
     if (this.#kicked || this.#run.getUint8(RUN_IMMEDIATE_EXIT) !== 0) return this.#intr();
@@ -171,7 +173,29 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
 
   #reason(reason: ExitReason): ExitInfo {
     this.#run.setUint32(RUN_EXIT_REASON, reason, true);
+    // store_regs() on the way out of every KVM_RUN that got past its checks
+    if (this.#run.getUint8(RUN_VALID_REGS) & SyncRegs.X86Regs) {
+      encodeRegs(this.getRegs(), new Uint8Array(this.#runBuffer, RUN_SYNC_REGS, REGS_SIZE));
+    }
     return { reason };
+  }
+
+  /**
+   * KVM_RUN's kvm_valid_regs / kvm_dirty_regs checks (EINVAL for a bit the kernel does not
+   * offer: here KVM_SYNC_X86_REGS only), then sync_regs(): registers userspace marked dirty
+   * in kvm_run.s.regs are loaded, and the mark cleared.
+   */
+  #syncRegsIn(): void {
+    const run = this.#run;
+    const offered = this.#vm.profile.arch === 'x86_64' ? SyncRegs.X86Regs : 0;
+    const valid = run.getUint32(RUN_VALID_REGS, true);
+    const dirty = run.getUint32(RUN_DIRTY_REGS, true);
+    const high = run.getUint32(RUN_VALID_REGS + 4, true) | run.getUint32(RUN_DIRTY_REGS + 4, true);
+    if (high !== 0 || (valid | dirty) & ~offered) fail('EINVAL', 'KVM_RUN', `kvm_valid_regs 0x${valid.toString(16)} / kvm_dirty_regs 0x${dirty.toString(16)} name registers KVM_CAP_SYNC_REGS does not offer`);
+    if (dirty & SyncRegs.X86Regs) {
+      this.setRegs(decodeRegs(new Uint8Array(this.#runBuffer, RUN_SYNC_REGS, REGS_SIZE)));
+      run.setUint32(RUN_DIRTY_REGS, 0, true);
+    }
   }
 
   /** Fills kvm_run for the model's stop and returns the exit. */

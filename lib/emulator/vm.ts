@@ -16,6 +16,7 @@ import { fail } from '../errors';
 import { EmulatedCmma, type CmmaSlot } from './cmma';
 import { EmulatedMemory, Memslot, bitmapWords32 } from './memory';
 import { checkExtension, type Profile } from './profiles';
+import { harvestGfns } from '../ring';
 import { fls64, type Reprotector } from './ring';
 import { EmulatedVmState } from './state';
 import { EmulatedVcpu } from './vcpu';
@@ -357,6 +358,18 @@ export class EmulatedVm implements BackendVm, Reprotector {
     let cleared = 0;
     for (const v of this.vcpus.values()) cleared += v.ring!.reset(this);
     return cleared;
+  }
+
+  /** The addon's one-call harvest of several rings, here the same protocol in JavaScript (lib/ring.ts). */
+  harvestRings(vcpus: readonly BackendVcpu[], fetch: Float64Array, slots: Uint32Array, offsets: Float64Array, start: number, counts: Uint32Array): number {
+    let at = start;
+    vcpus.forEach((v, i) => {
+      const ring = (v as EmulatedVcpu).ring!;
+      const n = harvestGfns(new Uint32Array(ring.buffer), fetch[i], Math.min(ring.size, slots.length - at), slots, offsets, at);
+      counts[i] = n;
+      at += n;
+    });
+    return at - start;
   }
 
   /** The memslot a dirty-log ioctl names: ENXIO with the ring alone, EINVAL, ENOENT (rules 63, 73, 85). */

@@ -145,6 +145,10 @@ class NativeVmBackend implements BackendVm {
     return this.vm.resetDirtyRings();
   }
 
+  harvestRings(vcpus: readonly BackendVcpu[], fetch: Float64Array, slots: Uint32Array, offsets: Float64Array, start: number, counts: Uint32Array): number {
+    return this.vm.harvestRings(vcpus.map((v) => (v as NativeVcpuBackend).native), fetch, slots, offsets, start, counts);
+  }
+
   setDeviceAttr(group: number, attr: number, value?: bigint): void {
     if (value === undefined) this.vm.setDeviceAttr(group, attr);
     else this.vm.setDeviceAttr(group, attr, value);
@@ -247,6 +251,8 @@ function exitDecoder(f: NativeExitFields): ExitDecoder {
 
 class NativeVcpuBackend implements BackendVcpu {
   readonly id: number;
+  /** the addon's vCPU (NativeVmBackend.harvestRings hands it back to the addon) */
+  readonly native: NativeVcpu;
   readonly harvestRing?: (fetch: number, max: number, slots: Uint32Array, offsets: Float64Array, start: number) => number;
   /** Where the addon leaves each run()'s exit. */
   private readonly exitState: Float64Array;
@@ -260,6 +266,7 @@ class NativeVcpuBackend implements BackendVcpu {
     private readonly decodeExit: ExitDecoder,
   ) {
     this.id = vcpu.id;
+    this.native = vcpu;
     this.exitState = vcpu.exitState;
     if (vcpu.ringBuffer !== null) this.harvestRing = (fetch, max, s, o, start) => vcpu.harvestRing(fetch, max, s, o, start);
   }

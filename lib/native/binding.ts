@@ -44,6 +44,7 @@ export interface NativeVm {
   getDirtyLog(slot: number, bitmap: Uint8Array): void;
   clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void;
   resetDirtyRings(): number;
+  harvestRings(vcpus: NativeVcpu[], fetch: Float64Array, slots: Uint32Array, offsets: Float64Array, start: number, counts: Uint32Array): number;
   setDeviceAttr(group: number, attr: number, value?: bigint): void;
   getDeviceAttr(group: number, attr: number): bigint;
   hasDeviceAttr(group: number, attr: number): boolean;
