@@ -271,6 +271,8 @@ export interface BackendVcpu {
   run(): ExitInfo;
   /** KVM_RUN on the vCPU's own thread; the event loop keeps running. One at a time (EBUSY otherwise). */
   runAsync(): Promise<ExitInfo>;
+  /** Watches (without sleeping) up to `ns` for the pending runAsync() to end; whether it has. */
+  spinForExit(ns: number): boolean;
   /** Makes a running (or the next) KVM_RUN return promptly with ExitReason.Intr. */
   kick(): void;
   getRegs(): Regs;

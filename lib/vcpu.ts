@@ -202,6 +202,19 @@ export class Vcpu {
   }
 
   /**
+   * Watches up to `maxUs` µs on this thread, without sleeping, for the pending runAsync() to
+   * end; true if it has (its promise then settles as soon as the event loop runs). The event
+   * loop, asleep, wakes about 100 µs late on a nested host: a loop that expects the exit soon
+   * (a checkpoint epoch) watches for it instead. The event loop is blocked meanwhile. false at
+   * once when no run is pending, and on the emulator (its runs are slices of the event loop).
+   */
+  spinForExit(maxUs: number): boolean {
+    this.#live(undefined);
+    if (typeof maxUs !== 'number' || !(maxUs >= 0) || maxUs > 1e6) throw new RangeError(`maxUs must be a number of µs from 0 to 1e6, got ${String(maxUs)}`);
+    return this.#inFlight > 0 && this._handle.spinForExit(maxUs * 1000);
+  }
+
+  /**
    * KVM_CAP_SYNC_REGS: sets kvm_run.kvm_valid_regs, the registers (SyncRegs bits) the kernel
    * stores into kvm_run at the end of every KVM_RUN, so that reading them costs no ioctl
    * (getSyncedRegs()). 0 turns it off. RangeError for a bit that this VM's

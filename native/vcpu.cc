@@ -57,6 +57,7 @@ Napi::Function Vcpu::Define(Napi::Env env) {
                          InstanceAccessor<&Vcpu::GetExitState>("exitState"),
                          InstanceMethod<&Vcpu::Run>("run"),
                          InstanceMethod<&Vcpu::RunAsync>("runAsync"),
+                         InstanceMethod<&Vcpu::SpinForExit>("spinForExit"),
                          InstanceMethod<&Vcpu::Kick>("kick"),
                          InstanceMethod<&Vcpu::GetRegs>("getRegs"),
                          InstanceMethod<&Vcpu::SetRegs>("setRegs"),
@@ -199,6 +200,28 @@ RunResult Vcpu::RunOnce() {
   return r;
 }
 
+namespace {
+// How long the vCPU thread watches for the next runAsync() before it sleeps.
+constexpr int64_t kRunSpinNs = 200 * 1000;
+
+int64_t MonotonicNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+void SpinUntil(const std::atomic<bool>& flag, int64_t ns) {
+  const int64_t until = MonotonicNs() + ns;
+  while (!flag.load(std::memory_order_acquire) && MonotonicNs() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+}
+}  // namespace
+
 void Vcpu::WorkerMain() {
   // Named like the kernel's vCPU inode ("kvm-vcpu:N", at most 15 characters) for ps/top/gdb.
   char name[16];
@@ -211,13 +234,20 @@ void Vcpu::WorkerMain() {
   pthread_sigmask(SIG_SETMASK, &mask, nullptr);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return runRequested_ || stop_; });
+    // The next run is usually asked for within a checkpoint's pause (about 100 us): watch for
+    // it a while before sleeping, since waking a sleeping thread costs more than that on a
+    // nested host (runAsync() round trips measured 510 us against 310 for run()).
+    lock.unlock();
+    SpinUntil(runRequested_, kRunSpinNs);
+    lock.lock();
+    cv_.wait(lock, [this] { return runRequested_.load() || stop_; });
     // A run requested before a close still runs (the close's kick makes it return Intr at
     // once), so its promise settles.
     if (!runRequested_) return;
     runRequested_ = false;
     lock.unlock();
     auto* result = new RunResult(RunOnce());
+    resultPosted_.store(true, std::memory_order_release);
     if (tsfn_.NonBlockingCall(result) != napi_ok) delete result;  // the environment is shutting down
     lock.lock();
   }
@@ -282,12 +312,25 @@ Napi::Value Vcpu::RunAsync(const Napi::CallbackInfo& info) {
   running_ = true;
   Ref();               // the object outlives its run even if JS drops it
   tsfn_.Ref(env);      // and the event loop waits for the result
+  resultPosted_.store(false, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     runRequested_ = true;
   }
   cv_.notify_one();
   return promise;
+}
+
+// spinForExit(maxNs) -> whether the pending run's result is posted: the JS thread watches for
+// it instead of sleeping in the event loop, whose wake-up costs ~100 us on a nested host; the
+// promise then settles as soon as the loop runs.
+Napi::Value Vcpu::SpinForExit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double ns = info[0].As<Napi::Number>().DoubleValue();
+  if (!(ns >= 0) || ns > 1e9) throw Napi::RangeError::New(env, "spinForExit: maxNs must be from 0 to 1e9");
+  if (!running_) return Napi::Boolean::New(env, false);
+  SpinUntil(resultPosted_, static_cast<int64_t>(ns));
+  return Napi::Boolean::New(env, resultPosted_.load(std::memory_order_acquire));
 }
 
 // kick(): immediate_exit makes the next (or a starting) KVM_RUN return EINTR at once; the

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <thread>
 
@@ -108,6 +109,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   Napi::Value GetExitState(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value RunAsync(const Napi::CallbackInfo& info);
+  Napi::Value SpinForExit(const Napi::CallbackInfo& info);
   Napi::Value Kick(const Napi::CallbackInfo& info);
   Napi::Value GetRegs(const Napi::CallbackInfo& info);
   Napi::Value SetRegs(const Napi::CallbackInfo& info);
@@ -156,8 +158,11 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   std::thread worker_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool runRequested_ = false;  // guarded by mu_
-  bool stop_ = false;          // guarded by mu_
+  // written under mu_; the worker also reads it without the lock while it spins (WorkerMain)
+  std::atomic<bool> runRequested_{false};
+  // set by the worker as it posts a run's result, cleared by runAsync(): spinForExit() watches it
+  std::atomic<bool> resultPosted_{false};
+  bool stop_ = false;  // guarded by mu_
   bool running_ = false;       // JS thread: a runAsync() promise is pending
   std::unique_ptr<Napi::Promise::Deferred> pending_;
   RunTsfn tsfn_;

@@ -27,6 +27,21 @@ describeEachBackend('vCPU execution', (b) => {
     expect((await again).reason).toBe(ExitReason.Intr);
   });
 
+  test('spinForExit: false with no run pending; true once a native run\'s exit is posted (the emulator: false); RangeError for a bad bound; EBADF after close', async () => {
+    const g = makeGuest(kvm, { ringFor: 16 });
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));
+    expect(g.vcpu.spinForExit(100)).toBe(false);
+    const running = g.vcpu.runAsync();
+    // one stride epoch takes well under a second: the exit is posted while the loop watches
+    const seen = g.vcpu.spinForExit(1e6);
+    expect(seen).toBe(b.name === 'native');
+    expect((await running).io?.value).toBe(1);
+    expect(g.vcpu.spinForExit(100)).toBe(false);
+    for (const bad of [-1, NaN, 1e6 + 1, '5' as unknown as number]) expect(() => g.vcpu.spinForExit(bad)).toThrow(RangeError);
+    g.vcpu.close();
+    expect(() => g.vcpu.spinForExit(1)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+
   test('runAsync of a stride workload resolves at its epoch exit', async () => {
     const g = makeGuest(kvm, { ringFor: 16 });
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));

@@ -113,6 +113,11 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
     }
   }
 
+  /** The model runs in slices of this event loop: nothing to watch for from inside it. */
+  spinForExit(): boolean {
+    return false;
+  }
+
   runAsync(): Promise<ExitInfo> {
     if (this.#running) return Promise.reject(new KvmError(Errno.EBUSY, 'KVM_RUN', 'runAsync() is already in progress'));
     this.#running = true;

@@ -288,6 +288,10 @@ class NativeVcpuBackend implements BackendVcpu {
     return this.vcpu.runAsync().then(this.decodeExit);
   }
 
+  spinForExit(ns: number): boolean {
+    return this.vcpu.spinForExit(ns);
+  }
+
   kick(): void {
     this.vcpu.kick();
   }

@@ -73,6 +73,8 @@ export interface NativeVcpu {
   run(): number;
   /** KVM_RUN on the vCPU's thread; resolves with the exit encoded as exitState is. */
   runAsync(): Promise<Float64Array>;
+  /** Spins up to `ns` until the pending runAsync()'s result is posted; whether it is. */
+  spinForExit(ns: number): boolean;
   /** The last run()'s exit, encoded (layout.exitFields). */
   readonly exitState: Float64Array;
   kick(): void;
