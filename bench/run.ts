@@ -17,6 +17,7 @@ import { chartPoints, harvestChartSpec, renderSvg } from './chart';
 import { defaultRingEntries, emulatorEvents, epochLoop, fullRingEntries, GIB, strideWritesGpa, harvestHeapGrowth, harvestPerEntry, HARNESS_BYTES, RING_MAX_ENTRIES, ringLimits, vcpuLatency, type HarvestMode } from './loops';
 import { DIRTYRATE_FULL, DIRTYRATE_QUICK, benchDirtyRate, formatDirtyRate, type DirtyRateBench } from './dirtyrate';
 import { MIGRATION_FULL, MIGRATION_QUICK, benchMigration, formatMigration, type MigrationBench } from './migration';
+import { FULL_STATE_FULL, FULL_STATE_QUICK, benchFullState, formatFullState, type FullStateBench } from './full-state';
 import { Reference, packageRoot, type ReferenceResult } from './reference';
 import { efficiencyOf, evaluateTargets, formatReport, type BenchError, type BenchResults, type CheckpointFigures, type CheckpointProfileFigures, type SizeModes, type VcpuCountFigures } from './report';
 import { median, ratio } from './stats';
@@ -475,12 +476,13 @@ async function main(): Promise<void> {
   if (opts.only !== undefined && opts.only !== 'checkpoint') throw new Error(`--only takes 'checkpoint', got ${JSON.stringify(opts.only)}`);
   const all = opts.only === undefined;
   const root = packageRoot();
-  type Results = BenchResults & { dirtyRate?: DirtyRateBench; migration?: MigrationBench };
+  type Results = BenchResults & { dirtyRate?: DirtyRateBench; migration?: MigrationBench; fullState?: FullStateBench };
   const print = (results: Results): void => {
     const style = opts.markdown ? 'markdown' : 'text';
     const dirtyRate = results.dirtyRate ? `\n\n${formatDirtyRate(results.dirtyRate, style)}` : '';
     const migration = results.migration ? `\n\n${formatMigration(results.migration, style)}` : '';
-    process.stdout.write(opts.json ? `${JSON.stringify(results)}\n` : `${formatReport(results, style)}${dirtyRate}${migration}\n`);
+    const fullState = results.fullState ? `\n\n${formatFullState(results.fullState, style)}` : '';
+    process.stdout.write(opts.json ? `${JSON.stringify(results)}\n` : `${formatReport(results, style)}${dirtyRate}${migration}${fullState}\n`);
   };
   if (opts.report !== undefined) {
     print(JSON.parse(fs.readFileSync(path.resolve(opts.report), 'utf8')) as Results);
@@ -504,6 +506,7 @@ async function main(): Promise<void> {
   const checkpointProfile = await runner.checkpointProfile(plan);
   const dirtyRate = all ? await benchDirtyRate(opts.quick ? DIRTYRATE_QUICK : DIRTYRATE_FULL, log, (what, e) => runner.error(what, e)) : undefined;
   const migration = all ? await benchMigration(opts.quick ? MIGRATION_QUICK : MIGRATION_FULL, log, (what, e) => runner.error(what, e)) : undefined;
+  const fullState = all ? await benchFullState(opts.quick ? FULL_STATE_QUICK : FULL_STATE_FULL, log, (what, e) => runner.error(what, e)) : undefined;
 
   const ringVsBitmap: Record<string, number | null> = {};
   const ringVsBitmapC: Record<string, number | null> = {};
@@ -530,7 +533,7 @@ async function main(): Promise<void> {
     errors: runner.errors,
     host: { ...hostDescription(opts.quick ? 'quick' : 'full'), seconds: (Date.now() - started) / 1e3 },
   };
-  const results = { ...partial, targets: evaluateTargets(partial), dirtyRate, migration };
+  const results = { ...partial, targets: evaluateTargets(partial), dirtyRate, migration, fullState };
 
   // a partial run (--only) leaves the full run's results file alone
   const out = opts.out ?? (all ? 'bench/results.json' : undefined);

@@ -28,6 +28,8 @@ export interface BenchCheckpointOptions {
   profile?: boolean;
   /** vCPUs, each with its own stride of `pagesPerEpoch` pages over its own share of the data and its own ring (default 1) */
   vcpus?: number;
+  /** record every vCPU's whole state in each epoch (State frames), as a guest image's machine does (default: the registers only) */
+  fullState?: boolean;
 }
 
 /** CPU time per committed epoch, µs, of the primary's threads and of the replica process (Linux schedstat). */
@@ -80,6 +82,7 @@ export async function benchCheckpoint(o: BenchCheckpointOptions): Promise<BenchC
       dataPages, mode: o.mode, vcpus,
       workloads: Array.from({ length: vcpus }, (_, i) => Workload.stride({ firstPage: dataGfnFor(dataPages) + i * share, pages: o.pagesPerEpoch, stridePages })),
     });
+    machine.fullState = o.fullState ?? false;
     let port: number;
     let replicaPid: number | null = null;
     if (replica === 'process') {
