@@ -24,6 +24,7 @@ import { applyState, machineFromLayout, type DirtyMode, type ImageGuestOptions, 
 import { OutputTap, applyStorageAttrs } from './migration-link';
 import { OutputChannel } from './output';
 import { encodeErrorFrame, encodeU64Frame, type CommitRecord, type VcpuRegs } from './records';
+import { warmUpStream } from './warm';
 
 export interface ReceiveMigrationOptions {
   kvm: Kvm;
@@ -83,6 +84,7 @@ export interface IncomingMigration {
 export async function receiveMigration(o: ReceiveMigrationOptions): Promise<IncomingMigration> {
   if (typeof o !== 'object' || o === null || typeof o.kvm !== 'object') throw new TypeError('options must be { kvm, listen | socket, ... }');
   if (!o.socket === !o.listen) throw new TypeError('give exactly one of listen and socket');
+  warmUpStream(); // the final round's decoding optimised before the guest waits for it (once per process)
   const socket = o.socket ?? (await acceptOne(o.listen!, o.onListening, o.acceptTimeoutMs));
   return receive(socket, o);
 }

@@ -36,6 +36,7 @@ import { encodeStatePayload } from './state-frame';
 import { Link, OutputTap, connectTo, drainStorageAttrs, parseTarget, type MigrationTarget } from './migration-link';
 import { decodeErrorFrame, decodeU64Frame } from './records';
 import { DirtyTracker, type PageSet } from './tracker';
+import { warmUpStream } from './warm';
 import { StreamWriter, type SlotSource, type StreamWriterOptions } from './writer';
 
 export type MigrationStatus = 'completed' | 'failed' | 'cancelled';
@@ -229,6 +230,7 @@ export async function migrateTo(machine: Machine, target: MigrationTarget, optio
   let spare = tracker.newPageSet();
   const slots: SlotSource[] = machine.slots.map((s) => ({ gfn: s.layout.guestPhysAddr / 4096, bytes: s.bytes }));
   const writer = new StreamWriter(4096, { delta: o.delta });
+  if (o.delta !== false) warmUpStream(); // the final round's encoding optimised before the guest waits for it
   const tap = o.outputs ?? new OutputTap(machine.exitPort !== null ? [machine.exitPort] : [0x11], 0, { released: true });
   if (!(tap instanceof OutputTap)) throw new TypeError('outputs must be an OutputTap');
   const collector = machine.mode === 'ring' ? new RingCollector(tracker, set) : null;
