@@ -58,14 +58,20 @@ export interface MigrationBench {
 class Destination {
   readonly child: ChildProcess;
   readonly #queue: Array<{ ev: string; [k: string]: unknown }> = [];
-  readonly #waiters: Array<(e: { ev: string; [k: string]: unknown }) => void> = [];
+  readonly #waiters: Array<{ resolve: (e: { ev: string; [k: string]: unknown }) => void; reject: (e: Error) => void }> = [];
+  #exited = false;
 
   constructor(count: number, mode: DirtyMode) {
     this.child = fork(join(__dirname, 'migration-peer.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.child.on('message', (e: { ev: string }) => {
       const w = this.#waiters.shift();
-      if (w) w(e);
+      if (w) w.resolve(e);
       else this.#queue.push(e);
+    });
+    // one listener for the process's life (not one per wait: a long run would pile them up)
+    this.child.once('exit', () => {
+      this.#exited = true;
+      for (const w of this.#waiters.splice(0)) w.reject(new Error('the destination process exited'));
     });
     this.child.send({ backend: 'native', mode, count });
   }
@@ -73,10 +79,8 @@ class Destination {
   next(): Promise<{ ev: string; [k: string]: unknown }> {
     const e = this.#queue.shift();
     if (e) return Promise.resolve(e);
-    return new Promise((resolve, reject) => {
-      this.#waiters.push(resolve);
-      this.child.once('exit', () => reject(new Error('the destination process exited')));
-    });
+    if (this.#exited) return Promise.reject(new Error('the destination process exited'));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 }
 
