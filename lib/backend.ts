@@ -273,6 +273,8 @@ export interface BackendVcpu {
   runAsync(): Promise<ExitInfo>;
   /** Watches (without sleeping) up to `ns` for the pending runAsync() to end; whether it has. */
   spinForExit(ns: number): boolean;
+  /** How long (ns) the vCPU's thread watches for the next runAsync() after an exit before it sleeps; returns the previous. */
+  setRunWatch(ns: number): number;
   /** Makes a running (or the next) KVM_RUN return promptly with ExitReason.Intr. */
   kick(): void;
   getRegs(): Regs;

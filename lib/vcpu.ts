@@ -215,6 +215,18 @@ export class Vcpu {
   }
 
   /**
+   * How long, in µs, the vCPU's thread watches for the next runAsync() after an exit before it
+   * sleeps (default 200); returns the previous value. The watch saves a thread wake-up to a
+   * loop that runs the guest again at once, and holds a core meanwhile: where no core is spare
+   * (a checkpoint's replica on the same two cores) 0 leaves that core to the other threads.
+   */
+  setRunWatch(us: number): number {
+    this.#live(undefined);
+    if (typeof us !== 'number' || !(us >= 0) || us > 1e6) throw new RangeError(`us must be a number of µs from 0 to 1e6, got ${String(us)}`);
+    return this._handle.setRunWatch(us * 1000) / 1000;
+  }
+
+  /**
    * KVM_CAP_SYNC_REGS: sets kvm_run.kvm_valid_regs, the registers (SyncRegs bits) the kernel
    * stores into kvm_run at the end of every KVM_RUN, so that reading them costs no ioctl
    * (getSyncedRegs()). 0 turns it off. RangeError for a bit that this VM's

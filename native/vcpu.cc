@@ -58,6 +58,7 @@ Napi::Function Vcpu::Define(Napi::Env env) {
                          InstanceMethod<&Vcpu::Run>("run"),
                          InstanceMethod<&Vcpu::RunAsync>("runAsync"),
                          InstanceMethod<&Vcpu::SpinForExit>("spinForExit"),
+                         InstanceMethod<&Vcpu::SetRunWatch>("setRunWatch"),
                          InstanceMethod<&Vcpu::Kick>("kick"),
                          InstanceMethod<&Vcpu::GetRegs>("getRegs"),
                          InstanceMethod<&Vcpu::SetRegs>("setRegs"),
@@ -201,18 +202,16 @@ RunResult Vcpu::RunOnce() {
 }
 
 namespace {
-// How long the vCPU thread watches for the next runAsync() before it sleeps.
-constexpr int64_t kRunSpinNs = 200 * 1000;
-
 int64_t MonotonicNs() {
   timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-void SpinUntil(const std::atomic<bool>& flag, int64_t ns) {
+template <typename Done>
+void SpinUntil(Done done, int64_t ns) {
   const int64_t until = MonotonicNs() + ns;
-  while (!flag.load(std::memory_order_acquire) && MonotonicNs() < until) {
+  while (!done() && MonotonicNs() < until) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -235,10 +234,12 @@ void Vcpu::WorkerMain() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     // The next run is usually asked for within a checkpoint's pause (about 100 us): watch for
-    // it a while before sleeping, since waking a sleeping thread costs more than that on a
-    // nested host (runAsync() round trips measured 510 us against 310 for run()).
+    // it a while (setRunWatch; a close ends the watch) before sleeping, since waking a sleeping
+    // thread costs more than that on a nested host (runAsync() round trips measured 510 us
+    // against 310 for run()).
     lock.unlock();
-    SpinUntil(runRequested_, kRunSpinNs);
+    SpinUntil([this] { return runRequested_.load(std::memory_order_acquire) || stop_.load(std::memory_order_relaxed); },
+              runWatchNs_.load(std::memory_order_relaxed));
     lock.lock();
     cv_.wait(lock, [this] { return runRequested_.load() || stop_; });
     // A run requested before a close still runs (the close's kick makes it return Intr at
@@ -329,8 +330,17 @@ Napi::Value Vcpu::SpinForExit(const Napi::CallbackInfo& info) {
   double ns = info[0].As<Napi::Number>().DoubleValue();
   if (!(ns >= 0) || ns > 1e9) throw Napi::RangeError::New(env, "spinForExit: maxNs must be from 0 to 1e9");
   if (!running_) return Napi::Boolean::New(env, false);
-  SpinUntil(resultPosted_, static_cast<int64_t>(ns));
+  SpinUntil([this] { return resultPosted_.load(std::memory_order_acquire); }, static_cast<int64_t>(ns));
   return Napi::Boolean::New(env, resultPosted_.load(std::memory_order_acquire));
+}
+
+// setRunWatch(ns) -> the previous ns: how long the worker watches for the next runAsync() after
+// an exit; the watch holds a core, which a host without one to spare takes from other threads.
+Napi::Value Vcpu::SetRunWatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double ns = info[0].As<Napi::Number>().DoubleValue();
+  if (!(ns >= 0) || ns > 1e9) throw Napi::RangeError::New(env, "setRunWatch: ns must be from 0 to 1e9");
+  return Napi::Number::New(env, static_cast<double>(runWatchNs_.exchange(static_cast<int64_t>(ns))));
 }
 
 // kick(): immediate_exit makes the next (or a starting) KVM_RUN return EINTR at once; the

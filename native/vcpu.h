@@ -110,6 +110,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value RunAsync(const Napi::CallbackInfo& info);
   Napi::Value SpinForExit(const Napi::CallbackInfo& info);
+  Napi::Value SetRunWatch(const Napi::CallbackInfo& info);
   Napi::Value Kick(const Napi::CallbackInfo& info);
   Napi::Value GetRegs(const Napi::CallbackInfo& info);
   Napi::Value SetRegs(const Napi::CallbackInfo& info);
@@ -162,7 +163,9 @@ class Vcpu : public Napi::ObjectWrap<Vcpu>, public Closable {
   std::atomic<bool> runRequested_{false};
   // set by the worker as it posts a run's result, cleared by runAsync(): spinForExit() watches it
   std::atomic<bool> resultPosted_{false};
-  bool stop_ = false;  // guarded by mu_
+  // how long the worker watches for the next runAsync() after an exit before it sleeps (setRunWatch)
+  std::atomic<int64_t> runWatchNs_{200 * 1000};
+  std::atomic<bool> stop_{false};  // written under mu_; the worker's watch also reads it without the lock
   bool running_ = false;       // JS thread: a runAsync() promise is pending
   std::unique_ptr<Napi::Promise::Deferred> pending_;
   RunTsfn tsfn_;

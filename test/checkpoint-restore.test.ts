@@ -126,14 +126,16 @@ describeEachBackend('checkpoint to a file and restore', (b) => {
     }
   });
 
-  test('after stop() the vCPUs are left ready: no kick is pending, the next KVM_RUN runs the guest', async () => {
+  test('after stop() the vCPUs are left ready: no kick is pending, the next KVM_RUN runs the guest, their run watch is theirs again', async () => {
     const kvm = b.open();
     try {
       for (let i = 0; i < 5; i++) {
         const m = createMachine(kvm, { dataPages: 64, workloads: Workload.stride({ firstPage: 512, pages: 8 }) });
-        const ck = new Checkpointer({ machine: m, sink: new FileSink(join(dir, 'stop.kdck')), epochMs: 1 });
+        m.vcpus[0].setRunWatch(30 + i);
+        const ck = new Checkpointer({ machine: m, sink: new FileSink(join(dir, 'stop.kdck')), epochMs: 1, runWatchUs: i });
         setTimeout(() => ck.stop(), 3 + i);
         const stats = await ck.run();
+        expect(m.vcpus[0].setRunWatch(200)).toBe(30 + i);
         const exit = m.vcpus[0].run();
         expect(exit.reason).toBe(ExitReason.Io);
         expect(m.slots[1].bytes.readBigUInt64LE(0)).toBe(m.vcpus[0].getRegs().rbx);

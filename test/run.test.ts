@@ -42,6 +42,26 @@ describeEachBackend('vCPU execution', (b) => {
     expect(() => g.vcpu.spinForExit(1)).toThrow(expect.objectContaining({ code: 'EBADF' }));
   });
 
+  test('setRunWatch: returns the previous watch (200 µs by default); runs go on with none and with the longest; a close during a watch returns at once; RangeError for a bad value; EBADF after close', async () => {
+    const g = makeGuest(kvm, { ringFor: 16 });
+    g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));
+    expect(g.vcpu.setRunWatch(0)).toBe(200);
+    expect((await g.vcpu.runAsync()).io?.value).toBe(1);
+    expect((await g.vcpu.runAsync()).io?.value).toBe(2);
+    expect(g.vcpu.setRunWatch(1e6)).toBe(0);
+    expect((await g.vcpu.runAsync()).io?.value).toBe(3);
+    expect((await g.vcpu.runAsync()).io?.value).toBe(4);
+    expect(g.word(607)).toBe(4n);
+    for (const bad of [-1, NaN, 1e6 + 1, '5' as unknown as number]) expect(() => g.vcpu.setRunWatch(bad)).toThrow(RangeError);
+    expect(g.vcpu.setRunWatch(1e6)).toBe(1e6);
+    // The thread now watches for up to a second for a run that never comes: close ends it
+    // (the close joins the thread, so a watch that ran to its end would take the second).
+    const t0 = performance.now();
+    g.vcpu.close();
+    expect(performance.now() - t0).toBeLessThan(500);
+    expect(() => g.vcpu.setRunWatch(0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+
   test('runAsync of a stride workload resolves at its epoch exit', async () => {
     const g = makeGuest(kvm, { ringFor: 16 });
     g.vcpu.load(Workload.stride({ firstPage: 600, pages: 8 }));

@@ -62,6 +62,7 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   #kicked = false;
   #running = false;
   #closed = false;
+  #runWatchNs = 200_000;
   /** Recompute #mapLimit (sregs, page tables or memslots changed). */
   #layoutStale = true;
   /** Guest-physical bytes the harness page tables identity-map; writes above take a #PF. */
@@ -116,6 +117,13 @@ export class EmulatedVcpu implements BackendVcpu, GuestBus {
   /** The model runs in slices of this event loop: nothing to watch for from inside it. */
   spinForExit(): boolean {
     return false;
+  }
+
+  /** Kept and returned as the kernel-backed vCPU does; the model has no thread to watch with. */
+  setRunWatch(ns: number): number {
+    const previous = this.#runWatchNs;
+    this.#runWatchNs = ns;
+    return previous;
   }
 
   runAsync(): Promise<ExitInfo> {

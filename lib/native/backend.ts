@@ -292,6 +292,10 @@ class NativeVcpuBackend implements BackendVcpu {
     return this.vcpu.spinForExit(ns);
   }
 
+  setRunWatch(ns: number): number {
+    return this.vcpu.setRunWatch(ns);
+  }
+
   kick(): void {
     this.vcpu.kick();
   }

@@ -75,6 +75,8 @@ export interface NativeVcpu {
   runAsync(): Promise<Float64Array>;
   /** Spins up to `ns` until the pending runAsync()'s result is posted; whether it is. */
   spinForExit(ns: number): boolean;
+  /** How long (ns) the vCPU thread watches for the next runAsync() after an exit; returns the previous. */
+  setRunWatch(ns: number): number;
   /** The last run()'s exit, encoded (layout.exitFields). */
   readonly exitState: Float64Array;
   kick(): void;
