@@ -120,6 +120,21 @@ describeWithEtcd('EtcdCoordinator against a real etcd', (etcd) => {
     }
   });
 
+  test('holds(token): true only for the lease that is the VM\'s now, read by any client; false once it ended', async () => {
+    const p = prefix();
+    const a = coordinator(p);
+    const b = coordinator(p);
+    try {
+      expect(await b.holds(1)).toBe(false);
+      const lease = await a.acquire('p1');
+      expect([await b.holds(lease.token), await b.holds(lease.token - 1), await b.holds(lease.token + 1)]).toEqual([true, false, false]);
+      await lease.finish();
+      expect(await b.holds(lease.token)).toBe(false);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   test('cut off from etcd the primary fences before its lease can expire; the backup with the newest position takes over after; the stale primary finds it lost', async () => {
     const p = prefix();
     const [host, port] = etcd().split(':');

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Kvm } from '../lib';
-import { buildGuest, guestBuildSkipReason } from '../examples/own-guest/build';
+import { buildGuest } from '../examples/own-guest/build';
+import { guestBuildSkip } from './helpers/guest-build';
 import { Checkpointer, OutputClient, OutputCommit, ReplicaImage, type CheckpointSink } from '../lib/checkpoint';
 import { COM1_PORT } from '../lib/devices';
 import { GUEST_EXIT_PORT, copyNonZeroPages, createImageMachine, machineFromLayout, restoreMachine, setRegisters } from '../lib/checkpoint/machine';
@@ -67,7 +68,7 @@ function start(args: string[]): { child: ChildProcess; done: Promise<Ran>; port:
   return { child, done, port };
 }
 
-const skip = guestBuildSkipReason();
+const skip = guestBuildSkip();
 let dir = '';
 let image: Uint8Array;
 

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Cap, MpState, type Kvm, type VcpuState } from '../lib';
-import { buildGuest, guestBuildSkipReason, unsupportedInstructions } from '../examples/own-guest/build';
+import { buildGuest, unsupportedInstructions } from '../examples/own-guest/build';
+import { guestBuildSkip } from './helpers/guest-build';
 import { encodeSnapshot, restore, snapshot, type Machine, type Snapshot } from '../examples/own-guest/machine';
 import { describeNative } from './helpers/native';
 import { expectedRun, loadedMachine, runGuest } from './helpers/own-guest';
@@ -54,7 +55,7 @@ describe('the guest build refuses instructions this host cannot run', () => {
   });
 });
 
-const buildSkip = guestBuildSkipReason();
+const buildSkip = guestBuildSkip();
 let built: { elf: Uint8Array; bin: Uint8Array } | undefined;
 function guest(): { elf: Uint8Array; bin: Uint8Array } {
   if (built === undefined) {

@@ -232,6 +232,16 @@ export class EtcdCoordinator implements Coordinator {
     return new EtcdLease(this.#client, handle, id, Number(r.header.revision), holder, this.#keys, grantedAt, this.ttlMs, this.marginMs, () => this.#deadline());
   }
 
+  /**
+   * Whether the lease with this fencing token (P/lease's create revision) is still the VM's:
+   * a linearizable read, so a true answer means it was at some instant after the call began.
+   * The output client's fencing check (OutputClient.setLeaseCheck).
+   */
+  async holds(token: number): Promise<boolean> {
+    const r = await this.#client.get(this.#keys.lease).options(this.#deadline()).exec();
+    return r.kvs.length === 1 && Number(r.kvs[0].create_revision) === token;
+  }
+
   async history(): Promise<LeaseRecord[]> {
     const r = await this.#client.getAll().prefix(this.#keys.history).exec();
     return r.kvs

@@ -189,6 +189,8 @@ class Cluster {
   config!: Omit<HaConfig, 'name' | 'coordinator'>;
   etcdAddress = '';
   #etcd: EtcdServer | null = null;
+  /** the client's own link to etcd, for its fencing check of every output (OutputClient.setLeaseCheck) */
+  #clientEtcd: EtcdCoordinator | null = null;
   #names = 0;
 
   constructor(readonly o: TrialCommon & { coordinator: 'socket' | 'etcd'; etcd?: EtcdTrialOptions }, proxied: boolean) {
@@ -211,6 +213,8 @@ class Cluster {
         this.#etcd = await startEtcd();
         this.etcdAddress = this.#etcd.address;
       }
+      const c = (this.#clientEtcd = EtcdCoordinator.fromUrl(`etcd://${this.etcdAddress}${this.prefix}`));
+      this.client.setLeaseCheck((token) => c.holds(token));
     }
   }
 
@@ -264,6 +268,7 @@ class Cluster {
   async close(): Promise<void> {
     await Promise.all(this.hosts.map((h) => h.kill()));
     await this.client.close();
+    await this.#clientEtcd?.close();
     await this.#etcd?.stop();
   }
 
@@ -410,6 +415,8 @@ export interface PartitionResult {
   history: LeaseRecord[];
   violations: string[];
   seconds: number;
+  /** hosts whose outputs arrived after their lease ended and were not counted (OutputClient.setLeaseCheck) */
+  lateHosts: number;
 }
 
 /** xorshift32: the schedule is reproducible from its seed */
@@ -434,7 +441,7 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
   const client = cluster.client;
   const log = cluster.log;
   const violations = client.violations;
-  const result: PartitionResult = { backend: o.backend, seed, schedules: [], takeovers: 0, outputs: 0, history: [], violations, seconds: 0 };
+  const result: PartitionResult = { backend: o.backend, seed, schedules: [], takeovers: 0, outputs: 0, history: [], violations, seconds: 0, lateHosts: 0 };
   const faults = o.faults ?? FAULTS;
   const between = o.outputsBetween ?? 30;
   try {
@@ -549,6 +556,7 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
     await cluster.close();
   }
   result.outputs = client.values.length;
+  result.lateHosts = client.hostLog.filter((v) => v.ended === 'expired').length;
   result.seconds = (Date.now() - started) / 1000;
   return result;
 }

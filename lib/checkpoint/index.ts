@@ -12,7 +12,7 @@ export {
 } from './machine';
 export type { MachineState } from './state-frame';
 export { DirtyTracker, PageSet } from './tracker';
-export { OutputCommit, OutputChannel, OutputClient, monotonicMs, type OutputArrival, type HostVisit } from './output';
+export { OutputCommit, OutputChannel, OutputClient, monotonicMs, type OutputArrival, type HostVisit, type LeaseCheck } from './output';
 export {
   SocketCoordinator, LeaseLostError, checkLeasePeriods, comparePositions,
   type Coordinator, type Lease, type LeaseState, type LeaseRecord, type Position, type StandByOptions,

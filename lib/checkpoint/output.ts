@@ -265,8 +265,20 @@ export interface HostVisit {
   holder: string | null;
   /** when the client began to serve it (null: never served) */
   servedAt: number | null;
-  /** why it ended early: a newer lease holder took its place, or its lease was older than one already served */
-  ended?: 'preempted' | 'refused';
+  /**
+   * why it ended early: a newer lease holder took its place, its lease was older than one
+   * already served, or the lease check found its lease over (OutputClient.setLeaseCheck)
+   */
+  ended?: 'preempted' | 'refused' | 'expired';
+}
+
+/** Whether the lease with this fencing token is still the VM's (a linearizable read of the coordinator). */
+export type LeaseCheck = (token: number) => Promise<boolean>;
+
+interface PendingOutput {
+  firstSeq: number;
+  outputs: { value: number }[];
+  at: number;
 }
 
 interface Conn {
@@ -276,6 +288,11 @@ interface Conn {
   /** frames sent to the host / received from it */
   seq: number;
   frames: number;
+  /** Output frames that arrived and wait for the lease check (setLeaseCheck) */
+  pending: PendingOutput[];
+  checking: boolean;
+  /** the host closed its side while outputs were pending: served on until they are settled */
+  closed: boolean;
 }
 
 /** ms on CLOCK_MONOTONIC (process.hrtime): comparable across the processes of one machine. */
@@ -296,6 +313,14 @@ export function monotonicMs(): number {
  * cut off, paused or dead, its connection still open), and a host whose lease is older than
  * one already served is refused. `log` and `hostLog` record what came from whom and when,
  * for checks against the coordinator's lease history.
+ *
+ * A host can still send after its lease ended: a primary paused (SIGSTOP, a stalled VM)
+ * between its lease check and its socket write writes when it resumes, and no check in the
+ * host can close that window. With setLeaseCheck() the client is the fencing point: an
+ * Output frame counts only once a read of the coordinator, issued after the frame arrived,
+ * says the host's lease is still the VM's; otherwise the host's connection ends there
+ * ('expired') and its outputs are left to the next holder, which resends what the client
+ * has not confirmed (output commit: every released output is in its image).
  */
 export class OutputClient {
   readonly server: Server;
@@ -314,6 +339,7 @@ export class OutputClient {
   #newestToken = -1;
   readonly #listeners = new Set<(n: number) => void>();
   readonly #streamId = randomInt(1, 0xffff_ffff);
+  #leaseCheck: LeaseCheck | null = null;
 
   constructor() {
     this.server = createServer({ noDelay: true }, (s) => this.#accept(s));
@@ -324,6 +350,11 @@ export class OutputClient {
       this.server.once('error', reject);
       this.server.listen(port, host, () => resolve((this.server.address() as { port: number }).port));
     });
+  }
+
+  /** Outputs of hosts that name a lease count only once `check` confirms it after their arrival (see the class). */
+  setLeaseCheck(check: LeaseCheck): void {
+    this.#leaseCheck = check;
   }
 
   /** The sequence number expected next (= outputs received). */
@@ -359,21 +390,24 @@ export class OutputClient {
   #accept(socket: Socket): void {
     const visit: HostVisit = { host: this.hostLog.length + 1, token: null, holder: null, servedAt: null };
     this.hostLog.push(visit);
-    const c: Conn = { socket, visit, decoder: new FrameDecoder(), seq: 0, frames: 0 };
+    const c: Conn = { socket, visit, decoder: new FrameDecoder(), seq: 0, frames: 0, pending: [], checking: false, closed: false };
     socket.on('error', () => undefined);
     socket.on('data', (chunk) => {
       try {
         c.decoder.pushEach(chunk, (f) => this.#frame(c, f));
         if (this.#active === c) this.#ack(c);
       } catch (e) {
-        this.violations.push(`host #${visit.host}: ${(e as Error).message}`);
-        socket.destroy();
+        this.#broken(c, e);
       }
     });
     socket.on('close', () => {
       const q = this.#queue.indexOf(c);
       if (q >= 0) this.#queue.splice(q, 1);
       if (this.#active !== c) return;
+      if (c.pending.length) {
+        c.closed = true; // #confirm serves the next host once they are settled
+        return;
+      }
       this.#active = null;
       this.#serveNext();
     });
@@ -392,7 +426,64 @@ export class OutputClient {
   }
 
   #ack(c: Conn): void {
-    c.socket.write(encodeU64Frame(FrameType.OutputAck, this.#streamId, c.seq++, this.values.length));
+    if (!c.socket.destroyed) c.socket.write(encodeU64Frame(FrameType.OutputAck, this.#streamId, c.seq++, this.values.length));
+  }
+
+  #broken(c: Conn, e: unknown): void {
+    this.violations.push(`host #${c.visit.host}: ${(e as Error).message}`);
+    c.pending.length = 0;
+    c.socket.destroy();
+    if (c.closed && this.#active === c) this.#end(c);
+  }
+
+  /** The served host is done with: the next one in line is served. */
+  #end(c: Conn): void {
+    if (this.#active !== c) return;
+    this.#active = null;
+    c.socket.destroy();
+    this.#serveNext();
+  }
+
+  /** Settles the pending outputs that arrived before one lease check (the next waits for it). */
+  #confirm(c: Conn): void {
+    if (c.checking || !c.pending.length) return;
+    c.checking = true;
+    const n = c.pending.length;
+    this.#leaseCheck!(c.visit.token!).then((current) => {
+      c.checking = false;
+      if (this.#active !== c) return; // preempted meanwhile: nothing more from it counts
+      if (!current) {
+        c.visit.ended = 'expired';
+        c.pending.length = 0;
+        return this.#end(c);
+      }
+      try {
+        for (const p of c.pending.splice(0, n)) this.#take(c, p);
+        this.#ack(c);
+      } catch (e) {
+        return this.#broken(c, e);
+      }
+      if (c.pending.length) this.#confirm(c);
+      else if (c.closed) this.#end(c);
+    }, () => {
+      // the coordinator did not answer: ask again (the outputs wait; the host is not acked)
+      c.checking = false;
+      setTimeout(() => this.#active === c && this.#confirm(c), 50).unref();
+    });
+  }
+
+  /** An Output frame counts: it must continue the sequence exactly. */
+  #take(c: Conn, p: PendingOutput): void {
+    this.log.push({ firstSeq: p.firstSeq, count: p.outputs.length, host: c.visit.host, token: c.visit.token, holder: c.visit.holder, at: p.at });
+    const want = this.values.length;
+    if (p.firstSeq !== want) {
+      this.violations.push(p.firstSeq > want
+        ? `gap: outputs ${want}..${p.firstSeq - 1} never arrived (host #${c.visit.host} sent from ${p.firstSeq})`
+        : `duplicate: host #${c.visit.host} resent outputs ${p.firstSeq}..${Math.min(want, p.firstSeq + p.outputs.length) - 1}`);
+      throw new Error(this.violations[this.violations.length - 1]);
+    }
+    for (const o of p.outputs) this.values.push(o.value);
+    for (const l of [...this.#listeners]) l(this.values.length);
   }
 
   #frame(c: Conn, f: Frame): void {
@@ -401,16 +492,10 @@ export class OutputClient {
     if (this.#active !== c) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from a host that is not being served`);
     if (f.type !== FrameType.Output) throw new StreamError('EFRAME', f.offset, `a ${FrameType[f.type]} frame from a VM host`);
     const { firstSeq, outputs } = decodeOutputFrame(f);
-    this.log.push({ firstSeq, count: outputs.length, host: c.visit.host, token: c.visit.token, holder: c.visit.holder, at: monotonicMs() });
-    const want = this.values.length;
-    if (firstSeq !== want) {
-      this.violations.push(firstSeq > want
-        ? `gap: outputs ${want}..${firstSeq - 1} never arrived (host #${c.visit.host} sent from ${firstSeq})`
-        : `duplicate: host #${c.visit.host} resent outputs ${firstSeq}..${Math.min(want, firstSeq + outputs.length) - 1}`);
-      throw new Error(this.violations[this.violations.length - 1]);
-    }
-    for (const o of outputs) this.values.push(o.value);
-    for (const l of [...this.#listeners]) l(this.values.length);
+    const p = { firstSeq, outputs, at: monotonicMs() };
+    if (!this.#leaseCheck || c.visit.token === null) return this.#take(c, p);
+    c.pending.push(p);
+    this.#confirm(c);
   }
 
   /** A host names its lease: the newest holder is served, an older one refused. */

@@ -70,7 +70,7 @@ export async function failoverCommand(f: Flags): Promise<void> {
         results.push({ ...r, trial: 'partitions' });
         const count = (fault: string) => r.schedules.filter((s) => s.fault === fault).length;
         const kinds = [...new Set(r.schedules.map((s) => s.fault))].map((k) => `${k} ${count(k)}`).join(', ');
-        say(`${backend}, etcd: ${r.schedules.length} partition/heal/kill schedules (seed ${r.seed}: ${kinds}), ${r.takeovers} takeovers, ${r.violations.length} violations (${r.outputs} outputs in ${r.seconds.toFixed(1)} s, exactly once, ${r.history.length} lease periods)`);
+        say(`${backend}, etcd: ${r.schedules.length} partition/heal/kill schedules (seed ${r.seed}: ${kinds}), ${r.takeovers} takeovers, ${r.violations.length} violations (${r.outputs} outputs in ${r.seconds.toFixed(1)} s, exactly once, ${r.history.length} lease periods; ${r.lateHosts} hosts cut off by the client's lease check)`);
         for (const v of r.violations) say(`  ${v}`);
         if (r.violations.length) process.exitCode = 1;
       }
