@@ -200,7 +200,7 @@ if (skip !== undefined) {
       expect(d.stdout).toContain(`guest result 0x${EXPECTED.result.toString(16).padStart(8, '0')}`);
     });
 
-    test('kvm-dirty checkpoint --image --out, then kvm-dirty restore of a cut file: the guest runs on to its result', async () => {
+    test('kvm-dirty checkpoint --image --out, then kvm-dirty restore of the whole file and of a cut one: the result from the stream, or the guest runs on to it', async () => {
       const file = path.join(dir, 'guest.bin');
       const out = path.join(dir, 'stream.kdck');
       fs.writeFileSync(file, image);
@@ -209,6 +209,12 @@ if (skip !== undefined) {
       expect([c.code, c.stderr]).toEqual([0, '']);
       const summary = JSON.parse(c.stdout);
       expect(summary).toMatchObject({ guestResult: EXPECTED.result, serial: EXPECTED.output, released: EXPECTED.output.length + 1 });
+      // the whole run: the guest ended in the stream (halted after its result), nothing to run on
+      const whole = await start(['restore', out, '--json']).done;
+      expect([whole.code, whole.stderr]).toEqual([0, '']);
+      const done = JSON.parse(whole.stdout);
+      expect(done).toMatchObject({ ok: true, guestResult: EXPECTED.result });
+      expect(done.checks.find((c: { name: string }) => c.name === 'guest').detail).toMatch(/had ended in the stream/);
       const cut = path.join(dir, 'cut.kdck');
       fs.writeFileSync(cut, fs.readFileSync(out).subarray(0, Math.floor(fs.statSync(out).size / 2)));
       const r = await start(['restore', cut, '--json']).done;

@@ -37,7 +37,14 @@ export async function restoreCommand(file: string, f: Flags): Promise<void> {
     const report: RestoreReport = {
       file, epoch: image.epoch, streamError: error?.message ?? null, backend: kvm.backend, mode: m.mode, checks: verify(m, image), ok: false,
     };
-    if (m.exitPort !== null) {
+    // The stream's last output on the exit port is the result: the guest ended in the stream
+    // (it stays halted after it), so there is nothing to run on.
+    const seq = image.committed!.outputSeq;
+    const last = m.exitPort !== null && seq > 0 ? image.outputsFrom(seq - 1).outputs[0] : undefined;
+    if (last && last.port === m.exitPort) {
+      report.guestResult = last.value >>> 0;
+      report.checks.push({ name: 'guest', ok: true, detail: `had ended in the stream with its result 0x${report.guestResult.toString(16).padStart(8, '0')} (output #${seq - 1}): nothing to run on` });
+    } else if (m.exitPort !== null) {
       const serial = new SerialPrinter(!f.json);
       const tap = new OutputTap([m.exitPort], image.committed!.outputSeq, { released: true, onRelease: serial.onOutput });
       const result = await runToExit(m, tap, 60_000);
