@@ -402,7 +402,7 @@ export interface ScheduleRecord {
   ms: number;
   /** a backup took over, and how long after the fault began (ms) */
   takeoverMs: number | null;
-  /** the states the primary reported during the fault */
+  /** the states the primary reported during the fault (first the one it was in, unless protected) */
   states: string[];
 }
 
@@ -514,9 +514,12 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
         violations.push(`schedule ${i} (${fault}): ${primary.name} not protected again within 60 s of the heal`);
       }
       const took = backup.tookOver;
+      // A primary already paused when the fault began (its backup lagging on a loaded host)
+      // reports no new 'paused': the state it was in counts as reported during the fault.
+      const atStart = primary.history.slice(0, statesFrom).flatMap((e) => (e.ev === 'status' ? [e.state] : [])).pop();
       const rec: ScheduleRecord = {
         fault, ms, takeoverMs: took ? Math.round(performance.now() - t0) : null,
-        states: primary.history.slice(statesFrom).flatMap((e) => (e.ev === 'status' ? [e.state] : [])),
+        states: [...(atStart && atStart !== 'protected' ? [atStart] : []), ...primary.history.slice(statesFrom).flatMap((e) => (e.ev === 'status' ? [e.state] : []))],
       };
       result.schedules.push(rec);
       if (took) {
