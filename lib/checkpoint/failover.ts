@@ -516,10 +516,11 @@ export async function runPartitionTrial(o: PartitionOptions): Promise<PartitionR
       const took = backup.tookOver;
       // A primary already paused when the fault began (its backup lagging on a loaded host)
       // reports no new 'paused': the state it was in counts as reported during the fault.
-      const atStart = primary.history.slice(0, statesFrom).flatMap((e) => (e.ev === 'status' ? [e.state] : [])).pop();
+      const states = (events: typeof primary.history) => events.flatMap((e) => (e.ev === 'status' ? [e.state] : []));
+      const atStart = states(primary.history.slice(0, statesFrom)).pop();
       const rec: ScheduleRecord = {
         fault, ms, takeoverMs: took ? Math.round(performance.now() - t0) : null,
-        states: [...(atStart && atStart !== 'protected' ? [atStart] : []), ...primary.history.slice(statesFrom).flatMap((e) => (e.ev === 'status' ? [e.state] : []))],
+        states: [...(atStart && atStart !== 'protected' ? [atStart] : []), ...states(primary.history.slice(statesFrom))],
       };
       result.schedules.push(rec);
       if (took) {

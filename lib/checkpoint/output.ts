@@ -277,7 +277,7 @@ export type LeaseCheck = (token: number) => Promise<boolean>;
 
 interface PendingOutput {
   firstSeq: number;
-  outputs: { value: number }[];
+  outputs: OutputRecord[];
   at: number;
 }
 
@@ -433,7 +433,7 @@ export class OutputClient {
     this.violations.push(`host #${c.visit.host}: ${(e as Error).message}`);
     c.pending.length = 0;
     c.socket.destroy();
-    if (c.closed && this.#active === c) this.#end(c);
+    if (c.closed) this.#end(c);
   }
 
   /** The served host is done with: the next one in line is served. */

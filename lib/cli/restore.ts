@@ -46,11 +46,11 @@ export async function restoreCommand(file: string, f: Flags): Promise<void> {
       report.checks.push({ name: 'guest', ok: true, detail: `had ended in the stream with its result 0x${report.guestResult.toString(16).padStart(8, '0')} (output #${seq - 1}): nothing to run on` });
     } else if (m.exitPort !== null) {
       const serial = new SerialPrinter(!f.json);
-      const tap = new OutputTap([m.exitPort], image.committed!.outputSeq, { released: true, onRelease: serial.onOutput });
+      const tap = new OutputTap([m.exitPort], seq, { released: true, onRelease: serial.onOutput });
       const result = await runToExit(m, tap, 60_000);
       report.guestResult = result;
       report.serial = serial.text;
-      report.checks.push({ name: 'guest', ok: result !== null, detail: result === null ? 'no result within 60 s' : `ran on to its result 0x${result.toString(16).padStart(8, '0')} (${tap.seq - image.committed!.outputSeq} outputs)` });
+      report.checks.push({ name: 'guest', ok: result !== null, detail: result === null ? 'no result within 60 s' : `ran on to its result 0x${result.toString(16).padStart(8, '0')} (${tap.seq - seq} outputs)` });
     }
     report.ok = report.checks.every((c) => c.ok);
     m.close();
